@@ -1,0 +1,71 @@
+"""Facts about the caller (environment, uid, container), checked against the policy.
+
+These checks stop mistakes (a task picking up a policy or config meant for
+another), not a hostile task: see the README's security model.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+from .errors import Code, CredexecError
+from .policy import CONTEXT_VALUE_LIMIT, ContextPolicy
+
+_CONTAINER_CGROUP_MARKERS = ("docker", "containerd", "kubepods", "libpod", "crio", "lxc")
+
+
+@dataclass(frozen=True)
+class CallerFacts:
+    uid: int
+    in_container: bool
+
+
+def in_container(root: str = "/") -> bool:
+    """Best-effort container detection: runtime marker files, then PID 1's cgroup."""
+    for marker in (".dockerenv", "run/.containerenv"):
+        if os.path.exists(os.path.join(root, marker)):
+            return True
+    try:
+        with open(os.path.join(root, "proc/1/cgroup"), encoding="utf-8", errors="replace") as f:
+            cgroups = f.read(65536)
+    except OSError:
+        return False
+    return any(marker in cgroups for marker in _CONTAINER_CGROUP_MARKERS)
+
+
+def observe(root: str = "/") -> CallerFacts:
+    return CallerFacts(uid=os.getuid(), in_container=in_container(root))
+
+
+def check(policy: ContextPolicy, environ: Mapping[str, str], facts: CallerFacts | None = None) -> None:
+    """Raise the first context mismatch, if any. Facts are observed only when needed."""
+    for name, pattern in policy.env:
+        value = environ.get(name)
+        if value is None:
+            raise CredexecError(
+                Code.CONTEXT_ENV_MISSING,
+                f"The policy requires the variable {name} but it is not set: run inside the task it was written for.",
+            )
+        if len(value) > CONTEXT_VALUE_LIMIT or pattern.fullmatch(value) is None:
+            raise CredexecError(
+                Code.CONTEXT_ENV_MISMATCH,
+                f"{name} does not match the policy's pattern {pattern.pattern!r}: this policy was written for "
+                "another task.",
+            )
+    if policy.uids:
+        uid = facts.uid if facts else os.getuid()
+        if uid not in policy.uids:
+            raise CredexecError(
+                Code.CONTEXT_UID_NOT_ALLOWED,
+                f"uid {uid} is not in the policy's [context] uids {list(policy.uids)}: run as the task's user.",
+            )
+    if policy.container:
+        inside = facts.in_container if facts else in_container()
+        if not inside:
+            raise CredexecError(
+                Code.CONTEXT_NOT_CONTAINER,
+                "The policy sets [context] container = true but no container was detected "
+                "(no /.dockerenv, /run/.containerenv or container cgroup): run inside the task container.",
+            )

@@ -1,0 +1,200 @@
+"""The click CLI: flags and subcommands only; the work lives in the modules it calls."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Callable, TypeVar
+
+import click
+
+from . import env_vars
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _exec_options(f: F) -> F:
+    f = click.option(
+        "--service-account",
+        "service_account",
+        multiple=True,
+        metavar="EMAIL",
+        help="Service account the client impersonates (Python and gcloud do not pass it otherwise).",
+    )(f)
+    f = click.option(
+        "--policy",
+        "policy",
+        multiple=True,
+        metavar="PATH",
+        help=f"Policy file [default: ${env_vars.POLICY}, else /etc/iris-credexec/policy.toml].",
+    )(f)
+    return f
+
+
+def _single(name: str, values: tuple[str, ...]) -> str | None:
+    if len(values) > 1:
+        from .errors import Code, CredexecError
+
+        raise CredexecError(Code.REQUEST_INVALID, f"{name} was given {len(values)} times; give it once.")
+    return values[0] if values else None
+
+
+def _debug_printer(step: Any) -> None:
+    mark = {True: "ok  ", False: "FAIL", None: "warn"}[step.ok]
+    click.echo(f"[iris-credexec] {mark} {step.name}: {step.detail}", err=True)
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        from .version import describe
+
+        click.echo(describe())
+        ctx.exit(0)
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@_exec_options
+@click.option("--debug", is_flag=True, help="Print each step to stderr (for people: clients must not see it).")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version, help="Print version and commit.")
+@click.pass_context
+def cli(ctx: click.Context, policy: tuple[str, ...], service_account: tuple[str, ...], debug: bool) -> None:
+    """Executable-sourced credential for Google Workload Identity Federation.
+
+    Without a command, runs in executable mode: what Google's client libraries
+    run from an external_account credential config. It prints one JSON response
+    on stdout, exits 0 even on failure, and writes nothing to stderr unless
+    --debug is given.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from .exec_mode import Invocation, Trace, answer
+    from .errors import CredexecError
+    from .response import Failure, write_stdout
+
+    trace = Trace(on_step=_debug_printer if debug else None)
+    try:
+        invocation = Invocation(
+            environ=os.environ,
+            policy_flag=_single("--policy", policy),
+            service_account_flag=_single("--service-account", service_account),
+        )
+    except CredexecError as exc:
+        write_stdout(Failure.from_error(exc))
+        return
+    write_stdout(answer(invocation, trace))
+
+
+@cli.command("inspect")
+@_exec_options
+@click.option("--audience", metavar="AUDIENCE", help=f"Audience to ask for [default: ${env_vars.AUDIENCE}].")
+@click.option("--show-token", is_flag=True, help="Also print the raw token (it is a credential: handle with care).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def inspect_command(
+    policy: tuple[str, ...], service_account: tuple[str, ...], audience: str | None, show_token: bool, as_json: bool
+) -> None:
+    """Run executable mode's checks and fetch, and report each step.
+
+    Exit status 0 when every check passed, 1 when one failed.
+    """
+    from .inspect import run_inspect
+
+    code = run_inspect(
+        environ=os.environ,
+        policy_flag=_single_or_usage("--policy", policy),
+        service_account_flag=_single_or_usage("--service-account", service_account),
+        audience_flag=audience,
+        show_token=show_token,
+        as_json=as_json,
+    )
+    sys.exit(code)
+
+
+def _single_or_usage(name: str, values: tuple[str, ...]) -> str | None:
+    if len(values) > 1:
+        raise click.UsageError(f"{name} given more than once")
+    return values[0] if values else None
+
+
+@cli.group("cache")
+def cache_group() -> None:
+    """Look at or clear the token cache (never prints tokens)."""
+
+
+def _open_cache(policy: str | None) -> Any:
+    from .cache import CacheUnavailable, TokenCache
+    from .errors import CredexecError
+    from .policy import load, resolve_path
+
+    configured = ""
+    try:
+        configured = load(resolve_path(policy, os.environ)).cache.dir
+    except CredexecError as exc:
+        click.echo(f"note: {exc} (using the default cache directory)", err=True)
+    try:
+        return TokenCache.open(configured, os.environ, create=False)
+    except CacheUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@cache_group.command("show")
+@click.option("--policy", metavar="PATH", help="Policy whose [cache] dir to use.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def cache_show(policy: str | None, as_json: bool) -> None:
+    """List cached tokens: key fields, subject, expiry, hash; never the token."""
+    import time
+
+    from .cache import describe_entry
+
+    cache = _open_cache(policy)
+    now = time.time()
+    rows = [
+        {"file": name, **(describe_entry(entry, now) if entry else {"unreadable": True})}
+        for name, entry in cache.entries()
+    ]
+    if as_json:
+        click.echo(json.dumps({"directory": cache.directory, "entries": rows}, indent=2))
+        return
+    click.echo(f"cache directory: {cache.directory}")
+    if not rows:
+        click.echo("(empty)")
+    for row in rows:
+        click.echo("- " + ", ".join(f"{k}={v}" for k, v in row.items()))
+
+
+@cache_group.command("clear")
+@click.option("--policy", metavar="PATH", help="Policy whose [cache] dir to use.")
+def cache_clear(policy: str | None) -> None:
+    """Remove every cached token of the calling user."""
+    cache = _open_cache(policy)
+    click.echo(f"removed {cache.clear()} file(s) from {cache.directory}")
+
+
+def main(argv: list[str]) -> int:
+    """Run the CLI; usage errors in executable mode still answer the client in JSON."""
+    try:
+        result = cli.main(args=argv, prog_name="iris-credexec", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.Abort:
+        click.echo("Aborted.", err=True)
+        return 1
+    except click.ClickException as exc:
+        if isinstance(exc, click.UsageError) and _client_is_calling(argv):
+            from .errors import Code, CredexecError
+            from .response import Failure, write_stdout
+
+            write_stdout(Failure.from_error(CredexecError(
+                Code.REQUEST_INVALID,
+                f"Bad command line in the credential config: {exc.format_message()} "
+                "The command takes only --policy PATH and --service-account EMAIL.",
+            )))
+            return 0
+        exc.show()
+        return exc.exit_code
+    return result if isinstance(result, int) else 0
+
+
+def _client_is_calling(argv: list[str]) -> bool:
+    """A Google client runs us with its variables set and no subcommand."""
+    return env_vars.AUDIENCE in os.environ and not any(a in cli.commands for a in argv)  # type: ignore[attr-defined]
