@@ -56,9 +56,11 @@ def answer(invocation: Invocation, trace: Trace | None = None) -> Response:
     """The response for this invocation. Never raises."""
     trace = trace if trace is not None else Trace()
     started = time.monotonic()
-    output_file: str | None = None
+    from .request import output_file_of
+
+    output_file = output_file_of(invocation.environ)
     try:
-        response, output_file = obtain(invocation, trace)
+        response = obtain(invocation, trace)
         if output_file and isinstance(response, Success):
             from .response import write_output_file
 
@@ -98,8 +100,8 @@ def _audit(trace: Trace, outcome: Response, started: float) -> None:
         trace.add("audit", None, f"could not append to {trace.audit_path}")
 
 
-def obtain(invocation: Invocation, trace: Trace) -> tuple[Response, str | None]:
-    """Run every step; the response and the output file to write. Raises CredexecError."""
+def obtain(invocation: Invocation, trace: Trace) -> Response:
+    """Run every step and return the response. Raises CredexecError."""
     from . import context, policy as policy_mod, request as request_mod
 
     environ = invocation.environ
@@ -146,9 +148,8 @@ def obtain(invocation: Invocation, trace: Trace) -> tuple[Response, str | None]:
             cache.remove(key)
         trace.record["cache"] = "revoked"
         trace.add("revoke", True, "cached token dropped")
-        return RevokeAck(), None
+        return RevokeAck()
 
     from .fetch import fetch_checked
 
-    response = fetch_checked(policy, req, key, cache, trace)
-    return response, req.output_file
+    return fetch_checked(policy, req, key, cache, trace)

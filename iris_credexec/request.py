@@ -38,6 +38,14 @@ def _clean(name: str, value: str | None) -> str | None:
     return value
 
 
+def output_file_of(environ: Mapping[str, str]) -> str | None:
+    """The client's output file, or None when unset or malformed (then nothing is written)."""
+    try:
+        return _clean(env_vars.OUTPUT_FILE, environ.get(env_vars.OUTPUT_FILE)) or None
+    except CredexecError:
+        return None
+
+
 def target_service_account(flag: str | None, environ: Mapping[str, str]) -> str | None:
     """The target account: the command's --service-account and the client's env must agree.
 
@@ -86,7 +94,7 @@ def from_environment(environ: Mapping[str, str], service_account: str | None, au
             f"Subject token type {raw_type!r} is not supported: iris-credexec returns OIDC ID tokens. "
             f"Set subject_token_type to {TokenType.ID_TOKEN.value} in the credential config.",
         ) from None
-    output_file = _clean(env_vars.OUTPUT_FILE, environ.get(env_vars.OUTPUT_FILE)) or None
+    output_file = _clean(env_vars.OUTPUT_FILE, environ.get(env_vars.OUTPUT_FILE)) or None  # refuse, don't ignore
     return ExecRequest(
         audience=audience,
         token_type=token_type,

@@ -165,10 +165,12 @@ class Task:
     def exec_env(self, **extra: str) -> dict[str, str]:
         """The environment a Google client gives the executable."""
         return self.env(
-            GOOGLE_EXTERNAL_ACCOUNT_AUDIENCE=POOL_AUDIENCE,
-            GOOGLE_EXTERNAL_ACCOUNT_TOKEN_TYPE="urn:ietf:params:oauth:token-type:id_token",
-            GOOGLE_EXTERNAL_ACCOUNT_INTERACTIVE="0",
-            **extra,
+            **{
+                "GOOGLE_EXTERNAL_ACCOUNT_AUDIENCE": POOL_AUDIENCE,
+                "GOOGLE_EXTERNAL_ACCOUNT_TOKEN_TYPE": "urn:ietf:params:oauth:token-type:id_token",
+                "GOOGLE_EXTERNAL_ACCOUNT_INTERACTIVE": "0",
+                **extra,
+            }
         )
 
     def audit_lines(self) -> list[dict[str, Any]]:
@@ -281,3 +283,32 @@ def run_gcloud(config: Path, env: dict[str, str], root: Path) -> ClientResult:
     if proc.returncode == 0 and proc.stdout.strip():
         return ClientResult(True, proc.stdout.strip(), "", proc.stdout + proc.stderr)
     return ClientResult(False, None, proc.stderr.strip(), proc.stdout + proc.stderr)
+
+
+# --- Tokens ---------------------------------------------------------------------------------
+
+
+def make_token(audience: str = POOL_AUDIENCE, lifetime: int = 3600, key: SigningKey | None = None, **claims: Any) -> str:
+    """An ID token like the metadata server's, signed by the session key unless told otherwise."""
+    import time
+
+    from tests.standins import GOOGLE_ISSUER, WORKER_EMAIL, WORKER_SUBJECT
+
+    now = int(time.time())
+    body: dict[str, Any] = {
+        "iss": GOOGLE_ISSUER,
+        "aud": audience,
+        "sub": WORKER_SUBJECT,
+        "email": WORKER_EMAIL,
+        "iat": now,
+        "exp": now + lifetime,
+    }
+    body.update(claims)
+    return (key or session_key()).sign({k: v for k, v in body.items() if v is not None})
+
+
+@pytest.fixture
+def jwks_file(tmp_path: Path) -> Path:
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": [session_key().jwk]}))
+    return path
