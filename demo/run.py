@@ -56,7 +56,7 @@ host = "{google.host}"
 issuers = ["https://accounts.google.com"]
 claims = {{ email = "{WORKER_EMAIL}" }}
 [audit]
-path = "{root / 'audit.jsonl'}"
+path = "{root / "audit.jsonl"}"
 """
         )
         policy.chmod(0o644)
@@ -117,7 +117,9 @@ path = "{root / 'audit.jsonl'}"
         token = str(first["token"])
         granted = google.state.access_tokens.get(token)
         print(f"   access token {short(token)} for {granted} (google-auth {first['google_auth']})")
-        print(f"   metadata identity requests: {google.count('identity')}, STS: {google.count('sts')}, IAM: {google.count('iam')}")
+        print(
+            f"   metadata identity requests: {google.count('identity')}, STS: {google.count('sts')}, IAM: {google.count('iam')}"
+        )
 
         print("\n2. a second process of the same task: google-auth reads iris-credexec's output file")
         second = run_client(ALICE)
@@ -130,7 +132,9 @@ path = "{root / 'audit.jsonl'}"
         print("\naudit log (tokens only as hashes):")
         for line in (root / "audit.jsonl").read_text().splitlines():
             record = json.loads(line)
-            print(f"   {record['decision']:8} {record.get('code') or '':28} target={record.get('target')} cache={record.get('cache')} token={record.get('token')}")
+            print(
+                f"   {record['decision']:8} {record.get('code') or '':28} target={record.get('target')} cache={record.get('cache')} token={record.get('token')}"
+            )
         ok = bool(first["ok"]) and granted == ALICE and bool(second["ok"]) and not third["ok"]
         print("\ndemo " + ("passed" if ok else "FAILED"))
         return 0 if ok else 1

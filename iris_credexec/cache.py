@@ -16,8 +16,9 @@ import os
 import stat
 import tempfile
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from . import env_vars, fsutil
 

@@ -7,8 +7,8 @@ another), not a hostile task: see the README's security model.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from .errors import Code, CredexecError
 from .policy import CONTEXT_VALUE_LIMIT, ContextPolicy

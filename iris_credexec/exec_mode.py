@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 from . import audit
 from .errors import Code, CredexecError
@@ -88,7 +88,11 @@ def _audit(trace: Trace, outcome: Response, started: float) -> None:
     if not trace.audit_path:
         return
     record: dict[str, object] = {
-        "decision": "issued" if isinstance(outcome, Success) else "revoked" if isinstance(outcome, RevokeAck) else "refused",
+        "decision": "issued"
+        if isinstance(outcome, Success)
+        else "revoked"
+        if isinstance(outcome, RevokeAck)
+        else "refused",
         "code": outcome.code if isinstance(outcome, Failure) else None,
         "uid": os.getuid(),
         "pid": os.getpid(),
@@ -102,7 +106,9 @@ def _audit(trace: Trace, outcome: Response, started: float) -> None:
 
 def obtain(invocation: Invocation, trace: Trace) -> Response:
     """Run every step and return the response. Raises CredexecError."""
-    from . import context, policy as policy_mod, request as request_mod
+    from . import context
+    from . import policy as policy_mod
+    from . import request as request_mod
 
     environ = invocation.environ
     policy_path = policy_mod.resolve_path(invocation.policy_flag, environ)
@@ -115,7 +121,9 @@ def obtain(invocation: Invocation, trace: Trace) -> Response:
 
     req = request_mod.from_environment(environ, invocation.service_account_flag, invocation.audience_flag)
     trace.record.update(audience=req.audience, target=req.target, source=policy.source.kind)
-    trace.add("request", True, f"audience {req.audience}, token type {req.token_type.value}, target {req.target or '(none)'}")
+    trace.add(
+        "request", True, f"audience {req.audience}, token type {req.token_type.value}, target {req.target or '(none)'}"
+    )
 
     policy.check_audience(req.audience)
     trace.add("audience", True, "allowed by [audiences] allow")

@@ -32,7 +32,8 @@ def fetch_checked(policy: Policy, req: ExecRequest, key: CacheKey, cache: TokenC
             raise CredexecError(
                 Code.SOURCE_TIMEOUT,
                 f"Another iris-credexec process held the fetch lock for the whole {policy.source.deadline_seconds:g} s "
-                f"deadline (cache {cache.directory}). Check the token source; `iris-credexec cache clear` removes stale files.",
+                f"deadline (cache {cache.directory}). Check the token source; "
+                "`iris-credexec cache clear` removes stale files.",
             )
         # Whoever held the lock before us may have just fetched this very token.
         entry = _valid(cache.read(key), policy) or entry
@@ -41,10 +42,14 @@ def fetch_checked(policy: Policy, req: ExecRequest, key: CacheKey, cache: TokenC
         try:
             response, new_entry = _fresh_token(policy, req, key, deadline, trace)
         except CredexecError as exc:
-            if exc.code in _SOURCE_DOWN and entry is not None:
-                if entry.usable_when_source_down(time.time(), policy.token.min_lifetime_seconds):
-                    trace.record["source_error"] = exc.code.name
-                    return _serve(entry, f"fallback ({exc.code.name})", trace)
+            min_lifetime = policy.token.min_lifetime_seconds
+            if (
+                exc.code in _SOURCE_DOWN
+                and entry is not None
+                and entry.usable_when_source_down(time.time(), min_lifetime)
+            ):
+                trace.record["source_error"] = exc.code.name
+                return _serve(entry, f"fallback ({exc.code.name})", trace)
             raise
         cache.write(new_entry)
         return response
@@ -65,11 +70,15 @@ def _serve(entry: Entry, how: str, trace: Trace) -> Success:
     from .response import TokenType
 
     trace.record.update(cache=how, sub=entry.subject, iss=entry.issuer, exp=entry.expires_at, token=entry.fingerprint)
-    trace.add("cache", True, f"{how}: token sha256:{entry.fingerprint}, expires in {int(entry.expires_at - time.time())} s")
+    trace.add(
+        "cache", True, f"{how}: token sha256:{entry.fingerprint}, expires in {int(entry.expires_at - time.time())} s"
+    )
     return Success(TokenType(entry.token_type), entry.id_token, entry.expiration_time)
 
 
-def _fresh_token(policy: Policy, req: ExecRequest, key: CacheKey, deadline: float, trace: Trace) -> tuple[Success, Entry]:
+def _fresh_token(
+    policy: Policy, req: ExecRequest, key: CacheKey, deadline: float, trace: Trace
+) -> tuple[Success, Entry]:
     from . import sources, tokens
     from .cache import Entry
     from .sources.base import fetch_with_retries

@@ -6,6 +6,7 @@ modes, and no following of symlinks.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -45,10 +46,8 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
             os.close(fd)
         os.rename(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
 
 

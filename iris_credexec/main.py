@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -56,7 +57,14 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @_exec_options
 @click.option("--debug", is_flag=True, help="Print each step to stderr (for people: clients must not see it).")
-@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version, help="Print version and commit.")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Print version and commit.",
+)
 @click.pass_context
 def cli(ctx: click.Context, policy: tuple[str, ...], service_account: tuple[str, ...], debug: bool) -> None:
     """Executable-sourced credential for Google Workload Identity Federation.
@@ -68,8 +76,8 @@ def cli(ctx: click.Context, policy: tuple[str, ...], service_account: tuple[str,
     """
     if ctx.invoked_subcommand is not None:
         return
-    from .exec_mode import Invocation, Trace, answer
     from .errors import CredexecError
+    from .exec_mode import Invocation, Trace, answer
     from .response import Failure, write_stdout
 
     trace = Trace(on_step=_debug_printer if debug else None)
@@ -184,11 +192,15 @@ def main(argv: list[str]) -> int:
             from .errors import Code, CredexecError
             from .response import Failure, write_stdout
 
-            write_stdout(Failure.from_error(CredexecError(
-                Code.REQUEST_INVALID,
-                f"Bad command line in the credential config: {exc.format_message()} "
-                "The command takes only --policy PATH and --service-account EMAIL.",
-            )))
+            write_stdout(
+                Failure.from_error(
+                    CredexecError(
+                        Code.REQUEST_INVALID,
+                        f"Bad command line in the credential config: {exc.format_message()} "
+                        "The command takes only --policy PATH and --service-account EMAIL.",
+                    )
+                )
+            )
             return 0
         exc.show()
         return exc.exit_code
@@ -197,4 +209,4 @@ def main(argv: list[str]) -> int:
 
 def _client_is_calling(argv: list[str]) -> bool:
     """A Google client runs us with its variables set and no subcommand."""
-    return env_vars.AUDIENCE in os.environ and not any(a in cli.commands for a in argv)  # type: ignore[attr-defined]
+    return env_vars.AUDIENCE in os.environ and not any(a in cli.commands for a in argv)

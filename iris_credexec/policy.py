@@ -12,8 +12,9 @@ import hashlib
 import os
 import re
 import stat
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, TypeVar, cast
 
 from . import fsutil
 from .errors import Code, CredexecError
@@ -158,7 +159,8 @@ def _read_safely(path: str) -> tuple[bytes, os.stat_result]:
         ) from None
     except OSError as exc:
         raise CredexecError(
-            Code.POLICY_NOT_FOUND, f"Cannot read the policy {path}: {exc.strerror}. Check the mount and its permissions."
+            Code.POLICY_NOT_FOUND,
+            f"Cannot read the policy {path}: {exc.strerror}. Check the mount and its permissions.",
         ) from None
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise CredexecError(
@@ -223,7 +225,9 @@ class _Table:
     def key(self, key: str) -> str:
         return f"{self.name}.{key}" if self.name else key
 
-    def get(self, key: str, kind: type[T] | tuple[type, ...], default: T, check: Callable[[T], str | None] | None = None) -> T:
+    def get(
+        self, key: str, kind: type[T] | tuple[type, ...], default: T, check: Callable[[T], str | None] | None = None
+    ) -> T:
         self.seen.add(key)
         if key not in self.raw:
             return default
@@ -233,13 +237,16 @@ class _Table:
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             names = " or ".join(k.__name__ for k in kinds)
             raise _invalid(self.path, self.key(key), f"must be {names}, not {type(value).__name__}")
+        typed = cast(T, value)  # checked above: one of `kind`
         if check is not None:
-            problem = check(value)
+            problem = check(typed)
             if problem:
                 raise _invalid(self.path, self.key(key), problem)
-        return value  # type: ignore[return-value]
+        return typed
 
-    def strings(self, key: str, default: tuple[str, ...], check: Callable[[str], str | None] | None = None) -> tuple[str, ...]:
+    def strings(
+        self, key: str, default: tuple[str, ...], check: Callable[[str], str | None] | None = None
+    ) -> tuple[str, ...]:
         values = self.get(key, list, list(default))
         for index, item in enumerate(values):
             if not isinstance(item, str):
@@ -301,7 +308,9 @@ def parse(raw: Mapping[str, Any], path: str = "<policy>", digest: str = "") -> P
     top = _Table(dict(raw), "", path)
     if "version" not in raw:
         raise _invalid(path, "version", "missing; the first line must be version = 1")
-    top.get("version", int, 1, lambda v: None if v == 1 else f"unsupported version {v}; this iris-credexec reads version 1")
+    top.get(
+        "version", int, 1, lambda v: None if v == 1 else f"unsupported version {v}; this iris-credexec reads version 1"
+    )
 
     audiences_t = top.table("audiences")
     audiences = audiences_t.strings("allow", (), _non_empty)
@@ -395,13 +404,20 @@ def _parse_source(t: _Table, path: str) -> SourceConfig:
         common["url"] = t.get("url", str, "", _url)
         if not common["url"]:
             raise _invalid(path, "source.url", "missing; http://host/path or unix:///path/to.sock")
-        common["http_path"] = t.get("http_path", str, "/", lambda v: None if v.startswith("/") and _printable(v) else "must start with / and have no spaces")
+        common["http_path"] = t.get(
+            "http_path",
+            str,
+            "/",
+            lambda v: None if v.startswith("/") and _printable(v) else "must start with / and have no spaces",
+        )
         if "http_path" in t.raw and not common["url"].startswith("unix://"):
             raise _invalid(path, "source.http_path", "applies only to unix:// URLs; put the path in the URL")
         headers = t.string_map("headers")
         for name, value in headers:
             if not re.fullmatch(r"[A-Za-z0-9-]+", name) or not _printable(value, spaces=True):
-                raise _invalid(path, f"source.headers.{name}", "header names are letters, digits and '-'; values printable")
+                raise _invalid(
+                    path, f"source.headers.{name}", "header names are letters, digits and '-'; values printable"
+                )
         common["headers"] = headers
         common["field"] = t.get("field", str, "")
     t.close()

@@ -6,8 +6,8 @@ checked before anything else looks at them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from . import env_vars
 from .errors import Code, CredexecError
@@ -70,7 +70,9 @@ def target_service_account(flag: str | None, environ: Mapping[str, str]) -> str 
     return flag or from_env
 
 
-def from_environment(environ: Mapping[str, str], service_account: str | None, audience_flag: str | None = None) -> ExecRequest:
+def from_environment(
+    environ: Mapping[str, str], service_account: str | None, audience_flag: str | None = None
+) -> ExecRequest:
     if _clean(env_vars.INTERACTIVE, environ.get(env_vars.INTERACTIVE)) == "1":
         raise CredexecError(
             Code.INTERACTIVE_UNSUPPORTED,

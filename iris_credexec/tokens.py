@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from .audit import token_hash
 from .errors import Code, CredexecError
@@ -83,16 +84,21 @@ def check(token: str, *, audience: str, policy: TokenPolicy, now: float | None =
 
     token_audience = payload.get("aud")
     if token_audience != audience and token_audience != [audience]:
-        raise _fail(Code.TOKEN_AUDIENCE_MISMATCH, f"has aud {_short(token_audience)}, not the requested {audience!r}", token)
+        raise _fail(
+            Code.TOKEN_AUDIENCE_MISMATCH, f"has aud {_short(token_audience)}, not the requested {audience!r}", token
+        )
     issuer = payload.get("iss")
     if not isinstance(issuer, str) or issuer not in policy.issuers:
-        raise _fail(Code.TOKEN_ISSUER_NOT_ALLOWED, f"has iss {_short(issuer)}, not one of {list(policy.issuers)}", token)
+        raise _fail(
+            Code.TOKEN_ISSUER_NOT_ALLOWED, f"has iss {_short(issuer)}, not one of {list(policy.issuers)}", token
+        )
     for name, expected in policy.claims:
         if payload.get(name) != expected:
-            raise _fail(Code.TOKEN_CLAIM_MISMATCH, f"has {name} = {_short(payload.get(name))}, expected {expected!r}", token)
+            raise _fail(
+                Code.TOKEN_CLAIM_MISMATCH, f"has {name} = {_short(payload.get(name))}, expected {expected!r}", token
+            )
 
-    expires_at = _numeric(payload, "exp", token, required=True)
-    assert expires_at is not None
+    expires_at = _numeric(payload, "exp", token, required=True) or 0
     issued_at = _numeric(payload, "iat", token, required=False)
     not_before = _numeric(payload, "nbf", token, required=False)
     for name, value in (("nbf", not_before), ("iat", issued_at)):
@@ -164,7 +170,9 @@ def _verify_signature(token: str, algorithm: str, kid: str | None, location: str
     import jwt
 
     if algorithm not in ALLOWED_ALGORITHMS:
-        raise _fail(Code.TOKEN_SIGNATURE_INVALID, f"uses alg {algorithm!r}; allowed: {', '.join(ALLOWED_ALGORITHMS)}", token)
+        raise _fail(
+            Code.TOKEN_SIGNATURE_INVALID, f"uses alg {algorithm!r}; allowed: {', '.join(ALLOWED_ALGORITHMS)}", token
+        )
     document = load_jwks(location)
     try:
         keys = jwt.PyJWKSet.from_dict(document).keys
@@ -172,7 +180,9 @@ def _verify_signature(token: str, algorithm: str, kid: str | None, location: str
         raise CredexecError(Code.JWKS_UNAVAILABLE, f"The JWKS {location} holds no usable public key.") from None
     candidates = [k for k in keys if kid is None or k.key_id == kid]
     if not candidates:
-        raise _fail(Code.TOKEN_SIGNATURE_INVALID, f"is signed with kid {kid!r}, which the JWKS {location} does not hold", token)
+        raise _fail(
+            Code.TOKEN_SIGNATURE_INVALID, f"is signed with kid {kid!r}, which the JWKS {location} does not hold", token
+        )
     for key in candidates:
         # A key of another type than the header's alg fails to decode and is skipped.
         try:
@@ -180,7 +190,13 @@ def _verify_signature(token: str, algorithm: str, kid: str | None, location: str
                 token,
                 key.key,
                 algorithms=[algorithm],
-                options={"verify_aud": False, "verify_iss": False, "verify_exp": False, "verify_nbf": False, "verify_iat": False},
+                options={
+                    "verify_aud": False,
+                    "verify_iss": False,
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                },
             )
         except jwt.PyJWTError:
             continue

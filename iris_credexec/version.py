@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import subprocess  # nosec B404: a fixed git command, only for --version
+import subprocess  # a fixed git command, for --version only  # nosec B404
 
 from . import __version__
 
@@ -19,8 +19,8 @@ def commit() -> str:
     if not os.path.isdir(os.path.join(here, ".git")):
         return "unknown"
     try:
-        out = subprocess.run(  # nosec B603 B607
-            ["git", "-C", here, "rev-parse", "--short=12", "HEAD"],
+        out = subprocess.run(  # noqa: S603  # nosec B603 B607
+            ["git", "-C", here, "rev-parse", "--short=12", "HEAD"],  # noqa: S607
             capture_output=True,
             text=True,
             timeout=5,

@@ -7,9 +7,10 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -97,7 +98,10 @@ class Task:
             "service_accounts": {"allow": ["*@iris-users.iam.gserviceaccount.com"], "require": True},
             "context": {"env": {"IRIS_TASK_ID": "/alice/.*"}},
             "source": {"kind": "metadata", "host": self.standin.host, "timeout_seconds": 2, "deadline_seconds": 8},
-            "token": {"issuers": ["https://accounts.google.com"], "claims": {"email": "iris-worker@proj.iam.gserviceaccount.com"}},
+            "token": {
+                "issuers": ["https://accounts.google.com"],
+                "claims": {"email": "iris-worker@proj.iam.gserviceaccount.com"},
+            },
             "audit": {"path": str(self.audit_path)},
         }
 
@@ -138,7 +142,11 @@ class Task:
         output_file: bool = True,
         name: str = "credentials.json",
     ) -> Path:
-        args = command_args if command_args is not None else (f"--service-account {service_account}" if service_account else "")
+        args = (
+            command_args
+            if command_args is not None
+            else (f"--service-account {service_account}" if service_account else "")
+        )
         executable_cfg: dict[str, Any] = {
             "command": f"{executable()} {args}".strip(),
             "timeout_millis": 30000,
@@ -207,7 +215,13 @@ class ExecResult:
 def run_exec(args: list[str], env: dict[str, str], timeout: float = SUBPROCESS_TIMEOUT) -> ExecResult:
     """Run the real executable as a client would: no stdin, captured stdout and stderr."""
     proc = subprocess.run(
-        [executable(), *args], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout, check=False
+        [executable(), *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     return ExecResult(proc.returncode, proc.stdout, proc.stderr)
 
@@ -288,7 +302,9 @@ def run_gcloud(config: Path, env: dict[str, str], root: Path) -> ClientResult:
 # --- Tokens ---------------------------------------------------------------------------------
 
 
-def make_token(audience: str = POOL_AUDIENCE, lifetime: int = 3600, key: SigningKey | None = None, **claims: Any) -> str:
+def make_token(
+    audience: str = POOL_AUDIENCE, lifetime: int = 3600, key: SigningKey | None = None, **claims: Any
+) -> str:
     """An ID token like the metadata server's, signed by the session key unless told otherwise."""
     import time
 

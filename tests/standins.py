@@ -43,7 +43,14 @@ class SigningKey:
         self.private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         numbers = self.private.public_key().public_numbers()
         self.kid = kid or hashlib.sha256(str(numbers.n).encode()).hexdigest()[:16]
-        self.jwk = {"kty": "RSA", "alg": "RS256", "use": "sig", "kid": self.kid, "n": _b64(numbers.n), "e": _b64(numbers.e)}
+        self.jwk = {
+            "kty": "RSA",
+            "alg": "RS256",
+            "use": "sig",
+            "kid": self.kid,
+            "n": _b64(numbers.n),
+            "e": _b64(numbers.e),
+        }
 
     def sign(self, claims: dict[str, Any], headers: dict[str, Any] | None = None) -> str:
         return jwt.encode(claims, self.private, algorithm="RS256", headers={"kid": self.kid, **(headers or {})})
@@ -96,7 +103,7 @@ class _Handler(BaseHTTPRequestHandler):
     def state(self) -> StandInState:
         return self.server.state  # type: ignore[attr-defined, no-any-return]
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence the default stderr log
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _send(self, status: int, body: bytes | dict[str, Any], content_type: str = "application/json") -> None:
@@ -174,7 +181,9 @@ class _Handler(BaseHTTPRequestHandler):
         if parts.path == "/v1/token":
             return self._sts(dict(urllib.parse.parse_qsl(body)))
         if parts.path.startswith("/v1/projects/-/serviceAccounts/") and parts.path.endswith(":generateAccessToken"):
-            email = urllib.parse.unquote(parts.path[len("/v1/projects/-/serviceAccounts/") : -len(":generateAccessToken")])
+            email = urllib.parse.unquote(
+                parts.path[len("/v1/projects/-/serviceAccounts/") : -len(":generateAccessToken")]
+            )
             return self._generate_access_token(email)
         return self._send(404, {"error": "not found"})
 
@@ -195,7 +204,11 @@ class _Handler(BaseHTTPRequestHandler):
             keys = {k.key_id: k for k in jwt.PyJWKSet.from_dict(state.jwks()).keys}
             key = keys[header.get("kid")]
             claims = jwt.decode(
-                subject_token, key.key, algorithms=["RS256", "ES256"], audience=form["audience"], options={"require": ["exp", "iss", "sub"]}
+                subject_token,
+                key.key,
+                algorithms=["RS256", "ES256"],
+                audience=form["audience"],
+                options={"require": ["exp", "iss", "sub"]},
             )
         except (jwt.PyJWTError, KeyError) as exc:
             return refuse(f"subject token rejected: {type(exc).__name__}")
@@ -220,11 +233,26 @@ class _Handler(BaseHTTPRequestHandler):
         auth = self.headers.get("Authorization", "")
         principal = state.federated.get(auth.removeprefix("Bearer "))
         if principal is None:
-            return self._send(401, {"error": {"code": 401, "message": "Request had invalid authentication credentials.", "status": "UNAUTHENTICATED"}})
+            return self._send(
+                401,
+                {
+                    "error": {
+                        "code": 401,
+                        "message": "Request had invalid authentication credentials.",
+                        "status": "UNAUTHENTICATED",
+                    }
+                },
+            )
         if principal not in state.bindings.get(email, set()):
             return self._send(
                 403,
-                {"error": {"code": 403, "message": "Permission 'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist).", "status": "PERMISSION_DENIED"}},
+                {
+                    "error": {
+                        "code": 403,
+                        "message": "Permission 'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist).",
+                        "status": "PERMISSION_DENIED",
+                    }
+                },
             )
         token = f"standin-access-{next(_serial)}-{hashlib.sha256(email.encode()).hexdigest()[:8]}"
         with state.lock:
@@ -310,7 +338,7 @@ class UnixTokenServer:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
             def do_GET(self) -> None:

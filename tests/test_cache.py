@@ -46,7 +46,14 @@ def test_keys_separate_accounts_audiences_and_token_types(task: Task) -> None:
     issue(task, ALICE)
     issue(task, BOB)
     issue(task, ALICE, GOOGLE_EXTERNAL_ACCOUNT_TOKEN_TYPE="urn:ietf:params:oauth:token-type:jwt")
-    task.write_policy(audiences={"allow": ["//iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/iris/providers/workers", "//other"]})
+    task.write_policy(
+        audiences={
+            "allow": [
+                "//iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/iris/providers/workers",
+                "//other",
+            ]
+        }
+    )
     assert task.standin.count("identity") == 3
     assert len(entry_files(task)) == 3
 
@@ -171,8 +178,11 @@ def test_herd_of_real_google_auth_clients_fetches_once(task: Task) -> None:
 def test_killed_lock_holder_does_not_wedge_others(task: Task) -> None:
     task.standin.state.faults.append(Fault("hang", seconds=30))
     holder = subprocess.Popen(
-        [executable(), "--service-account", ALICE], env=task.exec_env(), stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [executable(), "--service-account", ALICE],
+        env=task.exec_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 20

@@ -56,33 +56,88 @@ def test_output_file_matches_stdout(task: Task) -> None:
 
 def test_failure_removes_a_stale_output_file(task: Task) -> None:
     task.output_file.write_text('{"version": 1, "success": true, "expiration_time": 1}')
-    assert_refusal(run_exec(["--service-account", OUTSIDER], task.exec_env(GOOGLE_EXTERNAL_ACCOUNT_OUTPUT_FILE=str(task.output_file))), "SERVICE_ACCOUNT_NOT_ALLOWED")
+    assert_refusal(
+        run_exec(
+            ["--service-account", OUTSIDER], task.exec_env(GOOGLE_EXTERNAL_ACCOUNT_OUTPUT_FILE=str(task.output_file))
+        ),
+        "SERVICE_ACCOUNT_NOT_ALLOWED",
+    )
     assert not task.output_file.exists()
 
 
 REFUSALS = [
-    ("policy missing", {}, {"IRIS_CREDEXEC_POLICY": "/nonexistent/policy.toml"}, ["--service-account", ALICE], "POLICY_NOT_FOUND"),
+    (
+        "policy missing",
+        {},
+        {"IRIS_CREDEXEC_POLICY": "/nonexistent/policy.toml"},
+        ["--service-account", ALICE],
+        "POLICY_NOT_FOUND",
+    ),
     ("no audience", {}, {"GOOGLE_EXTERNAL_ACCOUNT_AUDIENCE": ""}, ["--service-account", ALICE], "MISSING_AUDIENCE"),
-    ("audience", {}, {"GOOGLE_EXTERNAL_ACCOUNT_AUDIENCE": POOL_AUDIENCE + "-other"}, ["--service-account", ALICE], "AUDIENCE_NOT_ALLOWED"),
+    (
+        "audience",
+        {},
+        {"GOOGLE_EXTERNAL_ACCOUNT_AUDIENCE": POOL_AUDIENCE + "-other"},
+        ["--service-account", ALICE],
+        "AUDIENCE_NOT_ALLOWED",
+    ),
     ("other account", {}, {}, ["--service-account", OUTSIDER], "SERVICE_ACCOUNT_NOT_ALLOWED"),
     ("no account", {}, {}, [], "SERVICE_ACCOUNT_REQUIRED"),
-    ("mismatch", {}, {"GOOGLE_EXTERNAL_ACCOUNT_IMPERSONATED_EMAIL": BOB}, ["--service-account", ALICE], "SERVICE_ACCOUNT_MISMATCH"),
+    (
+        "mismatch",
+        {},
+        {"GOOGLE_EXTERNAL_ACCOUNT_IMPERSONATED_EMAIL": BOB},
+        ["--service-account", ALICE],
+        "SERVICE_ACCOUNT_MISMATCH",
+    ),
     ("bad email", {}, {}, ["--service-account", "ALICE@x"], "SERVICE_ACCOUNT_INVALID"),
     ("twice", {}, {}, ["--service-account", ALICE, "--service-account", ALICE], "REQUEST_INVALID"),
     ("unknown flag", {}, {}, ["--frobnicate"], "REQUEST_INVALID"),
-    ("interactive", {}, {"GOOGLE_EXTERNAL_ACCOUNT_INTERACTIVE": "1"}, ["--service-account", ALICE], "INTERACTIVE_UNSUPPORTED"),
-    ("saml", {}, {"GOOGLE_EXTERNAL_ACCOUNT_TOKEN_TYPE": "urn:ietf:params:oauth:token-type:saml2"}, ["--service-account", ALICE], "TOKEN_TYPE_UNSUPPORTED"),
+    (
+        "interactive",
+        {},
+        {"GOOGLE_EXTERNAL_ACCOUNT_INTERACTIVE": "1"},
+        ["--service-account", ALICE],
+        "INTERACTIVE_UNSUPPORTED",
+    ),
+    (
+        "saml",
+        {},
+        {"GOOGLE_EXTERNAL_ACCOUNT_TOKEN_TYPE": "urn:ietf:params:oauth:token-type:saml2"},
+        ["--service-account", ALICE],
+        "TOKEN_TYPE_UNSUPPORTED",
+    ),
     ("env missing", {}, {"IRIS_TASK_ID": None}, ["--service-account", ALICE], "CONTEXT_ENV_MISSING"),
     ("env mismatch", {}, {"IRIS_TASK_ID": "/bob/train/0"}, ["--service-account", ALICE], "CONTEXT_ENV_MISMATCH"),
     ("uid", {"context": {"uids": [os.getuid() + 1]}}, {}, ["--service-account", ALICE], "CONTEXT_UID_NOT_ALLOWED"),
-    ("claims", {"token": {"claims": {"email": "other@p.iam.gserviceaccount.com"}}}, {}, ["--service-account", ALICE], "TOKEN_CLAIM_MISMATCH"),
-    ("issuer", {"token": {"issuers": ["https://broker.example"]}}, {}, ["--service-account", ALICE], "TOKEN_ISSUER_NOT_ALLOWED"),
-    ("min lifetime", {"token": {"min_lifetime_seconds": 7200}}, {}, ["--service-account", ALICE], "TOKEN_EXPIRES_TOO_SOON"),
+    (
+        "claims",
+        {"token": {"claims": {"email": "other@p.iam.gserviceaccount.com"}}},
+        {},
+        ["--service-account", ALICE],
+        "TOKEN_CLAIM_MISMATCH",
+    ),
+    (
+        "issuer",
+        {"token": {"issuers": ["https://broker.example"]}},
+        {},
+        ["--service-account", ALICE],
+        "TOKEN_ISSUER_NOT_ALLOWED",
+    ),
+    (
+        "min lifetime",
+        {"token": {"min_lifetime_seconds": 7200}},
+        {},
+        ["--service-account", ALICE],
+        "TOKEN_EXPIRES_TOO_SOON",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("name", "tables", "env", "args", "code"), REFUSALS, ids=[r[0] for r in REFUSALS])
-def test_refusals(task: Task, name: str, tables: dict[str, object], env: dict[str, str | None], args: list[str], code: str) -> None:
+def test_refusals(
+    task: Task, name: str, tables: dict[str, object], env: dict[str, str | None], args: list[str], code: str
+) -> None:
     if tables:
         task.write_policy(**tables)
     environ = task.exec_env()
@@ -96,7 +151,9 @@ def test_refusals(task: Task, name: str, tables: dict[str, object], env: dict[st
 
 
 def test_source_down_is_reported_in_time(task: Task) -> None:
-    task.write_policy(source={"kind": "metadata", "host": task.standin.host, "timeout_seconds": 0.5, "deadline_seconds": 1.5})
+    task.write_policy(
+        source={"kind": "metadata", "host": task.standin.host, "timeout_seconds": 0.5, "deadline_seconds": 1.5}
+    )
     task.standin.state.faults.extend([Fault("hang", seconds=4)] * 5)
     started = time.monotonic()
     assert_refusal(run_exec(["--service-account", ALICE], task.exec_env()), "SOURCE_TIMEOUT")
@@ -139,8 +196,18 @@ def test_fast_path_and_click_path_agree(task: Task) -> None:
     fast = success(task)
     # The same flags through the click CLI (the fast path only skips importing click).
     proc = subprocess.run(
-        [sys.executable, "-c", "import sys; from iris_credexec.main import main; sys.exit(main(sys.argv[1:]))", "--service-account", ALICE],
-        env=task.exec_env(), capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from iris_credexec.main import main; sys.exit(main(sys.argv[1:]))",
+            "--service-account",
+            ALICE,
+        ],
+        env=task.exec_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 0 and proc.stderr == ""
     assert json.loads(proc.stdout) == fast

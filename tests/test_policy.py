@@ -113,7 +113,12 @@ def test_invalid_keys_are_named(tmp_path: Path, tables: dict[str, Any], key: str
 
 @pytest.mark.parametrize(
     "text",
-    ["version = 1\n[audiences\n", "version = 2\n", "[audiences]\nallow = []\n", "\xff\xfe".encode("latin-1").decode("latin-1")],
+    [
+        "version = 1\n[audiences\n",
+        "version = 2\n",
+        "[audiences]\nallow = []\n",
+        "\xff\xfe".encode("latin-1").decode("latin-1"),
+    ],
 )
 def test_unparsable_or_wrong_version(tmp_path: Path, text: str) -> None:
     assert refusal(tmp_path, text).code is Code.POLICY_INVALID
@@ -186,7 +191,21 @@ class TestDecisions:
         load(tmp_path, service_accounts={"allow": [], "require": False}).check_service_account(None)
 
     def test_source_kinds(self, tmp_path: Path) -> None:
-        p = load(tmp_path, source={"kind": "url", "url": "unix:///run/x.sock", "http_path": "/token", "headers": {"X-A": "b"}, "field": "token"})
-        assert (p.source.url, p.source.http_path, p.source.headers, p.source.field) == ("unix:///run/x.sock", "/token", (("X-A", "b"),), "token")
+        p = load(
+            tmp_path,
+            source={
+                "kind": "url",
+                "url": "unix:///run/x.sock",
+                "http_path": "/token",
+                "headers": {"X-A": "b"},
+                "field": "token",
+            },
+        )
+        assert (p.source.url, p.source.http_path, p.source.headers, p.source.field) == (
+            "unix:///run/x.sock",
+            "/token",
+            (("X-A", "b"),),
+            "token",
+        )
         p = load(tmp_path, source={"kind": "file", "path": "/run/iris/token", "field": "t"})
         assert (p.source.path, p.source.field) == ("/run/iris/token", "t")

@@ -21,7 +21,13 @@ def code_of(environ: dict[str, str], flag: str | None = None) -> Code:
 
 def test_reads_the_client_variables() -> None:
     req = request.from_environment({**BASE, "GOOGLE_EXTERNAL_ACCOUNT_OUTPUT_FILE": "/tmp/o.json"}, ALICE)
-    assert (req.audience, req.token_type, req.target, req.output_file, req.revoke) == (AUD, TokenType.ID_TOKEN, ALICE, "/tmp/o.json", False)
+    assert (req.audience, req.token_type, req.target, req.output_file, req.revoke) == (
+        AUD,
+        TokenType.ID_TOKEN,
+        ALICE,
+        "/tmp/o.json",
+        False,
+    )
 
 
 def test_jwt_token_type_is_echoed() -> None:
@@ -31,7 +37,9 @@ def test_jwt_token_type_is_echoed() -> None:
 
 def test_target_from_either_source_and_they_must_agree() -> None:
     assert request.from_environment({**BASE, "GOOGLE_EXTERNAL_ACCOUNT_IMPERSONATED_EMAIL": ALICE}, None).target == ALICE
-    assert request.from_environment({**BASE, "GOOGLE_EXTERNAL_ACCOUNT_IMPERSONATED_EMAIL": ALICE}, ALICE).target == ALICE
+    assert (
+        request.from_environment({**BASE, "GOOGLE_EXTERNAL_ACCOUNT_IMPERSONATED_EMAIL": ALICE}, ALICE).target == ALICE
+    )
     assert request.from_environment({**BASE, "GOOGLE_EXTERNAL_ACCOUNT_IMPERSONATED_EMAIL": ""}, ALICE).target == ALICE
     assert code_of({**BASE, "GOOGLE_EXTERNAL_ACCOUNT_IMPERSONATED_EMAIL": BOB}, ALICE) is Code.SERVICE_ACCOUNT_MISMATCH
 
@@ -46,7 +54,11 @@ def test_revoke() -> None:
         ({}, None, Code.MISSING_AUDIENCE),
         ({"GOOGLE_EXTERNAL_ACCOUNT_AUDIENCE": ""}, None, Code.MISSING_AUDIENCE),
         ({**BASE, "GOOGLE_EXTERNAL_ACCOUNT_INTERACTIVE": "1"}, None, Code.INTERACTIVE_UNSUPPORTED),
-        ({**BASE, "GOOGLE_EXTERNAL_ACCOUNT_TOKEN_TYPE": "urn:ietf:params:oauth:token-type:saml2"}, None, Code.TOKEN_TYPE_UNSUPPORTED),
+        (
+            {**BASE, "GOOGLE_EXTERNAL_ACCOUNT_TOKEN_TYPE": "urn:ietf:params:oauth:token-type:saml2"},
+            None,
+            Code.TOKEN_TYPE_UNSUPPORTED,
+        ),
         ({**BASE, "GOOGLE_EXTERNAL_ACCOUNT_TOKEN_TYPE": "bogus"}, None, Code.TOKEN_TYPE_UNSUPPORTED),
         ({**BASE, "GOOGLE_EXTERNAL_ACCOUNT_AUDIENCE": "a" * 5000}, None, Code.REQUEST_INVALID),
         ({**BASE, "GOOGLE_EXTERNAL_ACCOUNT_AUDIENCE": AUD + "\n"}, None, Code.REQUEST_INVALID),

@@ -16,7 +16,13 @@ from iris_credexec.response import Failure, RevokeAck, Success, TokenType
 
 def test_success_types_are_strict() -> None:
     doc = json.loads(response.render(Success(TokenType.JWT, "t.o.k", 1700000000)))
-    assert doc == {"version": 1, "success": True, "token_type": TokenType.JWT.value, "id_token": "t.o.k", "expiration_time": 1700000000}
+    assert doc == {
+        "version": 1,
+        "success": True,
+        "token_type": TokenType.JWT.value,
+        "id_token": "t.o.k",
+        "expiration_time": 1700000000,
+    }
     assert type(doc["version"]) is int and type(doc["expiration_time"]) is int and doc["success"] is True
 
 

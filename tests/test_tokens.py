@@ -50,7 +50,11 @@ now = int(time.time())
 CASES = [
     ("not a jwt", "hello", Code.TOKEN_MALFORMED),
     ("alg none", b64({"alg": "none"}) + "." + b64({"aud": POOL_AUDIENCE}) + ".", Code.TOKEN_MALFORMED),
-    ("payload not object", b64({"alg": "RS256"}) + "." + base64.urlsafe_b64encode(b"[1]").decode().rstrip("=") + ".c2ln", Code.TOKEN_MALFORMED),
+    (
+        "payload not object",
+        b64({"alg": "RS256"}) + "." + base64.urlsafe_b64encode(b"[1]").decode().rstrip("=") + ".c2ln",
+        Code.TOKEN_MALFORMED,
+    ),
     ("wrong aud", make_token(audience="//other"), Code.TOKEN_AUDIENCE_MISMATCH),
     ("wrong iss", make_token(iss="https://evil.example"), Code.TOKEN_ISSUER_NOT_ALLOWED),
     ("claim differs", make_token(email="someone@else.iam.gserviceaccount.com"), Code.TOKEN_CLAIM_MISMATCH),
@@ -85,7 +89,10 @@ class TestSignature:
         assert code_of(forged, self.policy(str(jwks_file))) is Code.TOKEN_SIGNATURE_INVALID
 
     def test_unknown_kid(self, jwks_file: Path) -> None:
-        assert code_of(make_token(key=SigningKey(kid="other")), self.policy(str(jwks_file))) is Code.TOKEN_SIGNATURE_INVALID
+        assert (
+            code_of(make_token(key=SigningKey(kid="other")), self.policy(str(jwks_file)))
+            is Code.TOKEN_SIGNATURE_INVALID
+        )
 
     def test_hs256_with_public_key_as_secret(self, jwks_file: Path) -> None:
         forged = jwt.encode(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import enum
 import random
 import time
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from ..errors import Code, CredexecError
 
@@ -90,7 +91,7 @@ def fetch_with_retries(
             if exc.failure not in _RETRIED:
                 break
         if attempt < max_attempts:
-            pause = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)))  # nosec B311: jitter, not crypto
+            pause = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)))  # jitter  # noqa: S311  # nosec B311
             if clock() + pause >= deadline:
                 break
             sleep(pause)

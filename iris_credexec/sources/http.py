@@ -79,7 +79,9 @@ def with_query(target: str, **params: str) -> str:
     return target + ("&" if "?" in target else "?") + query
 
 
-def get(endpoint: Endpoint, target: str, headers: dict[str, str], timeout: float, limit: int = BODY_LIMIT) -> HttpResponse:
+def get(
+    endpoint: Endpoint, target: str, headers: dict[str, str], timeout: float, limit: int = BODY_LIMIT
+) -> HttpResponse:
     """One GET, bounded by `timeout` seconds from now in total."""
     deadline = time.monotonic() + timeout
     sock = _connect(endpoint, timeout)
@@ -90,7 +92,7 @@ def get(endpoint: Endpoint, target: str, headers: dict[str, str], timeout: float
         _set_timeout(sock, deadline)
         sock.sendall(request)
         return _read_response(sock, deadline, limit)
-    except socket.timeout:
+    except TimeoutError:
         raise HttpError("timed out waiting for the answer", timed_out=True) from None
     except OSError as exc:
         raise HttpError(f"connection failed: {exc.strerror or exc}") from None
@@ -116,7 +118,7 @@ def _connect(endpoint: Endpoint, timeout: float) -> socket.socket:
             context = ssl.create_default_context()
             return context.wrap_socket(sock, server_hostname=endpoint.host)
         return sock
-    except socket.timeout:
+    except TimeoutError:
         raise HttpError("timed out connecting", timed_out=True) from None
     except OSError as exc:
         raise HttpError(f"cannot connect: {exc.strerror or exc}") from None
@@ -125,7 +127,7 @@ def _connect(endpoint: Endpoint, timeout: float) -> socket.socket:
 def _set_timeout(sock: socket.socket, deadline: float) -> None:
     remaining = deadline - time.monotonic()
     if remaining <= 0:
-        raise socket.timeout()
+        raise TimeoutError()
     sock.settimeout(remaining)
 
 

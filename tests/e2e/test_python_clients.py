@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -47,7 +47,9 @@ def test_access_token_is_for_the_allowed_service_account(task: Task, client: Cli
         ("policy missing", ALICE, {"IRIS_CREDEXEC_POLICY": "/nonexistent/policy.toml"}, "POLICY_NOT_FOUND"),
     ],
 )
-def test_refusal_reaches_the_client_error(task: Task, client: Client, name: str, account: str, env: dict[str, str], code: str) -> None:
+def test_refusal_reaches_the_client_error(
+    task: Task, client: Client, name: str, account: str, env: dict[str, str], code: str
+) -> None:
     task.standin.grant(OUTSIDER)  # Google would allow it: only iris-credexec stands in the way
     result = client(task, task.credential_config(account), task.env(**env))
     assert not result.ok
@@ -80,7 +82,13 @@ class TestOutputFile:
     @pytest.mark.parametrize(
         "stale",
         [
-            {"version": 1, "success": True, "token_type": "urn:ietf:params:oauth:token-type:id_token", "id_token": "x.y.z", "expiration_time": 1},
+            {
+                "version": 1,
+                "success": True,
+                "token_type": "urn:ietf:params:oauth:token-type:id_token",
+                "id_token": "x.y.z",
+                "expiration_time": 1,
+            },
             {"version": 1, "success": False, "code": "X", "message": "old failure"},
         ],
         ids=["expired", "failed"],

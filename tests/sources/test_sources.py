@@ -90,7 +90,15 @@ class TestMetadata:
 
     def test_connection_refused(self) -> None:
         with pytest.raises(CredexecError) as info:
-            fetch(SourceConfig(kind="metadata", host=f"127.0.0.1:{free_port()}", max_attempts=2, deadline_seconds=2, timeout_seconds=1))
+            fetch(
+                SourceConfig(
+                    kind="metadata",
+                    host=f"127.0.0.1:{free_port()}",
+                    max_attempts=2,
+                    deadline_seconds=2,
+                    timeout_seconds=1,
+                )
+            )
         assert info.value.code is Code.SOURCE_UNAVAILABLE
 
 
@@ -99,7 +107,11 @@ class TestUrl:
         token = make_token()
         sock = str(tmp_path / "token.sock")
         with UnixTokenServer(sock, lambda path, headers: (200, json.dumps({"token": token}).encode())) as server:
-            got = fetch(SourceConfig(kind="url", url=f"unix://{sock}", http_path="/v1/token", field="token", headers=(("X-Iris", "1"),)))
+            got = fetch(
+                SourceConfig(
+                    kind="url", url=f"unix://{sock}", http_path="/v1/token", field="token", headers=(("X-Iris", "1"),)
+                )
+            )
         assert got == token
         path, headers = server.requests[0]
         assert path.startswith("/v1/token?audience=%2F%2Fiam.googleapis.com")
@@ -112,7 +124,14 @@ class TestUrl:
 
     @pytest.mark.parametrize(
         ("body", "field"),
-        [(b"", ""), (b"<html>500</html> oops", ""), (b"{}", "token"), (b"[1]", "token"), (b"not json", "token"), (b"\xff\xfe", "")],
+        [
+            (b"", ""),
+            (b"<html>500</html> oops", ""),
+            (b"{}", "token"),
+            (b"[1]", "token"),
+            (b"not json", "token"),
+            (b"\xff\xfe", ""),
+        ],
     )
     def test_bad_answers(self, tmp_path: Path, body: bytes, field: str) -> None:
         sock = str(tmp_path / "s.sock")
@@ -122,7 +141,15 @@ class TestUrl:
 
     def test_missing_socket(self, tmp_path: Path) -> None:
         with pytest.raises(CredexecError) as info:
-            fetch(SourceConfig(kind="url", url=f"unix://{tmp_path}/absent.sock", max_attempts=2, deadline_seconds=2, timeout_seconds=1))
+            fetch(
+                SourceConfig(
+                    kind="url",
+                    url=f"unix://{tmp_path}/absent.sock",
+                    max_attempts=2,
+                    deadline_seconds=2,
+                    timeout_seconds=1,
+                )
+            )
         assert info.value.code is Code.SOURCE_UNAVAILABLE
 
 
@@ -233,6 +260,8 @@ def test_retry_loop_backoff_is_capped_and_deadline_bound() -> None:
 
     flaky = Flaky()
     with pytest.raises(CredexecError):
-        fetch_with_retries(flaky, "a", timeout_seconds=1, deadline_seconds=100, max_attempts=10, sleep=sleep, clock=lambda: clock[0])
+        fetch_with_retries(
+            flaky, "a", timeout_seconds=1, deadline_seconds=100, max_attempts=10, sleep=sleep, clock=lambda: clock[0]
+        )
     assert flaky.calls == 10 and len(pauses) == 9
     assert all(0 <= p <= 2.0 for p in pauses)

@@ -21,7 +21,9 @@ def main() -> None:
         credentials.refresh(google.auth.transport.requests.Request())
         print(json.dumps({"ok": True, "token": credentials.token, "google_auth": google.auth.__version__}))
     except Exception as exc:  # the test reads the client's own error text
-        print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}", "google_auth": google.auth.__version__}))
+        print(
+            json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}", "google_auth": google.auth.__version__})
+        )
 
 
 if __name__ == "__main__":
