@@ -7,7 +7,7 @@ cd "$repo"
 bash scripts/setup.sh
 command -v gcloud >/dev/null || { echo "FAIL: gcloud (google-cloud-cli) is not installed; the suite drives the real gcloud" >&2; exit 1; }
 
-echo "== ruff";   .venv/bin/ruff check iris_credexec tests demo && .venv/bin/ruff format --check -q iris_credexec tests demo
+echo "== ruff";   .venv/bin/ruff check iris_credexec tests demo bench && .venv/bin/ruff format --check -q iris_credexec tests demo bench
 echo "== mypy";   .venv/bin/mypy --strict iris_credexec
 echo "== bandit"; .venv/bin/bandit -q -r iris_credexec
 
