@@ -10,20 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
-import json
 import os
-import stat
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import env_vars, fsutil
+from . import cachefs
 
-ENTRY_LIMIT = 256 * 1024
-ENTRY_FORMAT = 1
 LOCK_POLL_SECONDS = 0.01
 
 
@@ -41,8 +35,7 @@ class CacheKey:
 
     @property
     def name(self) -> str:
-        material = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(material.encode()).hexdigest()[:32]
+        return cachefs.key_name(self.uid, self.audience, self.target, self.token_type, self.policy_digest)
 
 
 @dataclass(frozen=True)
@@ -57,23 +50,24 @@ class Entry:
     issuer: str
     fingerprint: str
     claims: Mapping[str, str] = field(default_factory=dict)
+    response_json: str = ""  # the success response exactly as response.render made it
 
     def fresh(self, now: float) -> bool:
-        """Served without asking the source: less than half its life gone, and before the margin."""
-        half_life = self.fetched_at + (self.expires_at - self.fetched_at) / 2
-        return now < half_life and now < self.expiration_time
+        return cachefs.is_fresh(self.fetched_at, self.expires_at, self.expiration_time, now)
 
     def usable_when_source_down(self, now: float, min_lifetime: int) -> bool:
         return self.expires_at - now >= min_lifetime and now < self.expiration_time
 
-    def to_json(self) -> bytes:
-        return json.dumps({"format": ENTRY_FORMAT, **asdict(self)}, separators=(",", ":")).encode()
+    def to_document(self) -> dict[str, Any]:
+        return {"format": cachefs.ENTRY_FORMAT, **asdict(self)}
 
     @classmethod
-    def from_json(cls, data: bytes) -> Entry | None:
+    def from_document(cls, document: dict[str, Any] | None) -> Entry | None:
+        if document is None:
+            return None
         try:
-            raw = json.loads(data)
-            if not isinstance(raw, dict) or raw.pop("format", None) != ENTRY_FORMAT:
+            raw = dict(document)
+            if raw.pop("format", None) != cachefs.ENTRY_FORMAT:
                 return None
             raw["key"] = CacheKey(**raw["key"])
             entry = cls(**raw)
@@ -85,15 +79,9 @@ class Entry:
             and isinstance(entry.expires_at, int)
             and isinstance(entry.fetched_at, (int, float))
             and isinstance(entry.claims, dict)
+            and isinstance(entry.response_json, str)
         )
         return entry if types_ok else None
-
-
-def default_directory(environ: Mapping[str, str]) -> str:
-    runtime = environ.get(env_vars.XDG_RUNTIME_DIR, "")
-    if runtime and os.path.isabs(runtime):
-        return os.path.join(runtime, "iris-credexec")
-    return os.path.join(tempfile.gettempdir(), f"iris-credexec-{os.geteuid()}")
 
 
 class TokenCache:
@@ -103,7 +91,7 @@ class TokenCache:
     @classmethod
     def open(cls, configured: str, environ: Mapping[str, str], create: bool = True) -> TokenCache:
         """The cache at `configured` (or the default), created 0700 and checked."""
-        directory = configured or default_directory(environ)
+        directory = configured or cachefs.default_directory(environ)
         if create:
             try:
                 os.mkdir(directory, 0o700)
@@ -111,21 +99,9 @@ class TokenCache:
                 pass
             except OSError as exc:
                 raise CacheUnavailable(f"cannot create the cache directory {directory}: {exc.strerror}") from None
-        try:
-            st = os.lstat(directory)
-        except OSError as exc:
-            raise CacheUnavailable(f"cannot use the cache directory {directory}: {exc.strerror}") from None
-        if not stat.S_ISDIR(st.st_mode):
-            raise CacheUnavailable(f"the cache path {directory} is not a directory (or is a symlink); remove it")
-        if st.st_uid != os.geteuid():
-            raise CacheUnavailable(
-                f"the cache directory {directory} belongs to uid {st.st_uid}, not {os.geteuid()}; "
-                "remove it or set [cache] dir to a directory of the task user"
-            )
-        if st.st_mode & 0o077:
-            raise CacheUnavailable(
-                f"the cache directory {directory} is open to others (mode {stat.S_IMODE(st.st_mode):04o}); chmod 0700 it"
-            )
+        problem = cachefs.directory_problem(directory)
+        if problem is not None:
+            raise CacheUnavailable(problem)
         return cls(directory)
 
     def _path(self, key: CacheKey, suffix: str) -> str:
@@ -133,27 +109,13 @@ class TokenCache:
 
     def read(self, key: CacheKey) -> Entry | None:
         """The entry for `key`, or None for a miss (absent, torn, foreign, or of another key)."""
-        path = self._path(key, ".json")
-        try:
-            data, st = fsutil.read_regular(path, ENTRY_LIMIT)
-        except (OSError, fsutil.UnsafePath):
-            return None
-        if st.st_uid != os.geteuid() or st.st_mode & 0o077:
-            return None
-        entry = Entry.from_json(data)
+        entry = Entry.from_document(cachefs.read_json(self.directory, key.name + ".json"))
         if entry is None or entry.key != key:
             return None
         return entry
 
     def write(self, entry: Entry) -> None:
-        """Store `entry`. Rename replaces whatever sits at the path (a symlink is
-        replaced, not followed); failures only cost the next run a fetch."""
-        path = self._path(entry.key, ".json")
-        with contextlib.suppress(OSError):
-            if stat.S_ISDIR(os.lstat(path).st_mode):
-                os.rmdir(path)
-        with contextlib.suppress(OSError):
-            fsutil.atomic_write(path, entry.to_json(), mode=0o600)
+        cachefs.write_json(self.directory, entry.key.name + ".json", entry.to_document())
 
     def remove(self, key: CacheKey) -> None:
         with contextlib.suppress(OSError):
@@ -190,13 +152,8 @@ class TokenCache:
         """(file name, entry or None if unreadable) for every entry file, for `cache show`."""
         found = []
         for name in sorted(os.listdir(self.directory)):
-            if name.endswith(".json") and not name.startswith("."):
-                try:
-                    data, _ = fsutil.read_regular(os.path.join(self.directory, name), ENTRY_LIMIT)
-                    entry = Entry.from_json(data)
-                except (OSError, fsutil.UnsafePath):
-                    entry = None
-                found.append((name, entry))
+            if name.endswith(".json") and not name.startswith((".", cachefs.SNAPSHOT_PREFIX)):
+                found.append((name, Entry.from_document(cachefs.read_json(self.directory, name))))
         return found
 
     def clear(self) -> int:

@@ -10,10 +10,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .decide import env_mismatch, in_container
 from .errors import Code, CredexecError
-from .policy import CONTEXT_VALUE_LIMIT, ContextPolicy
-
-_CONTAINER_CGROUP_MARKERS = ("docker", "containerd", "kubepods", "libpod", "crio", "lxc")
+from .policy import ContextPolicy
 
 
 @dataclass(frozen=True)
@@ -22,38 +21,25 @@ class CallerFacts:
     in_container: bool
 
 
-def in_container(root: str = "/") -> bool:
-    """Best-effort container detection: runtime marker files, then PID 1's cgroup."""
-    for marker in (".dockerenv", "run/.containerenv"):
-        if os.path.exists(os.path.join(root, marker)):
-            return True
-    try:
-        with open(os.path.join(root, "proc/1/cgroup"), encoding="utf-8", errors="replace") as f:
-            cgroups = f.read(65536)
-    except OSError:
-        return False
-    return any(marker in cgroups for marker in _CONTAINER_CGROUP_MARKERS)
-
-
 def observe(root: str = "/") -> CallerFacts:
     return CallerFacts(uid=os.getuid(), in_container=in_container(root))
 
 
 def check(policy: ContextPolicy, environ: Mapping[str, str], facts: CallerFacts | None = None) -> None:
     """Raise the first context mismatch, if any. Facts are observed only when needed."""
-    for name, pattern in policy.env:
-        value = environ.get(name)
-        if value is None:
+    problem = env_mismatch(policy.env, environ)
+    if problem is not None:
+        kind, name = problem
+        if kind == "missing":
             raise CredexecError(
                 Code.CONTEXT_ENV_MISSING,
                 f"The policy requires the variable {name} but it is not set: run inside the task it was written for.",
             )
-        if len(value) > CONTEXT_VALUE_LIMIT or pattern.fullmatch(value) is None:
-            raise CredexecError(
-                Code.CONTEXT_ENV_MISMATCH,
-                f"{name} does not match the policy's pattern {pattern.pattern!r}: this policy was written for "
-                "another task.",
-            )
+        pattern = dict(policy.env)[name].pattern
+        raise CredexecError(
+            Code.CONTEXT_ENV_MISMATCH,
+            f"{name} does not match the policy's pattern {pattern!r}: this policy was written for another task.",
+        )
     if policy.uids:
         uid = facts.uid if facts else os.getuid()
         if uid not in policy.uids:

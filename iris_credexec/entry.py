@@ -15,9 +15,9 @@ import sys
 _EXEC_FLAGS = {"--policy": "policy_flag", "--service-account": "service_account_flag"}
 
 
-def parse_exec_flags(argv: list[str]) -> dict[str, str] | None:
+def parse_exec_flags(argv: list[str]) -> dict[str, str | None] | None:
     """The executable-mode flags, or None when `argv` is anything else."""
-    flags: dict[str, str] = {}
+    flags: dict[str, str | None] = {}
     args = iter(argv)
     for arg in args:
         name, eq, value = arg.partition("=")
@@ -32,6 +32,10 @@ def parse_exec_flags(argv: list[str]) -> dict[str, str] | None:
 
 
 def run_exec_mode(flags: dict[str, str | None]) -> int:
+    from .fasthit import try_answer
+
+    if try_answer(flags.get("policy_flag"), flags.get("service_account_flag"), os.environ):
+        return 0
     from .exec_mode import Invocation, answer
     from .response import write_stdout
 
@@ -43,7 +47,7 @@ def run(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     flags = parse_exec_flags(argv)
     if flags is not None:
-        return run_exec_mode(dict(flags))
+        return run_exec_mode(flags)
     from .main import main
 
     return main(argv)

@@ -7,14 +7,21 @@ print for a person; the client only ever sees the response.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import audit
 from .errors import Code, CredexecError
 from .response import Failure, Response, RevokeAck, Success
+
+if TYPE_CHECKING:
+    from .policy import Policy
+
+SNAPSHOT_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -160,4 +167,21 @@ def obtain(invocation: Invocation, trace: Trace) -> Response:
 
     from .fetch import fetch_checked
 
-    return fetch_checked(policy, req, key, cache, trace)
+    response = fetch_checked(policy, req, key, cache, trace)
+    if cache is not None:
+        _store_snapshot(policy, environ)
+    return response
+
+
+def _store_snapshot(policy: Policy, environ: Mapping[str, str]) -> None:
+    """Leave the policy's decisions where the next cache hit can read them without TOML."""
+    from . import __version__, cachefs
+
+    directory = cachefs.default_directory(environ)
+    name = cachefs.snapshot_name(policy.digest)
+    if os.path.exists(os.path.join(directory, name)):
+        return
+    with contextlib.suppress(OSError):
+        os.mkdir(directory, 0o700)
+    if cachefs.directory_problem(directory) is None:
+        cachefs.write_json(directory, name, {"format": SNAPSHOT_FORMAT, "version": __version__, **policy.snapshot()})

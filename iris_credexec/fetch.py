@@ -103,6 +103,8 @@ def _fresh_token(
     trace.record.update(sub=facts.subject, iss=facts.issuer, exp=facts.expires_at, token=facts.fingerprint)
     verified = "signature verified" if facts.signature_verified else "signature not verified (no [token] jwks)"
     trace.add("token", True, f"sha256:{facts.fingerprint} sub={facts.subject} iss={facts.issuer}, {verified}")
+    from .response import render
+
     expiration_time = facts.expires_at - policy.token.refresh_margin_seconds
     response = Success(req.token_type, token, expiration_time)
     entry = Entry(
@@ -116,5 +118,6 @@ def _fresh_token(
         issuer=facts.issuer,
         fingerprint=facts.fingerprint,
         claims={name: str(facts.claims.get(name)) for name, _ in policy.token.claims},
+        response_json=render(response),
     )
     return response, entry

@@ -51,6 +51,26 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
         raise
 
 
+def read_host_file(path: str, limit: int) -> tuple[bytes, os.stat_result]:
+    """Read a file only the host may have written: regular, not a symlink, not group- or
+    world-writable, in a directory that is not either (unless sticky)."""
+    data, st = read_regular(path, limit)
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UnsafePath(f"it is group- or world-writable (mode {stat.S_IMODE(st.st_mode):04o})")
+    parent = os.path.dirname(os.path.abspath(path))
+    with contextlib.suppress(OSError):
+        pst = os.stat(parent)
+        if pst.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not pst.st_mode & stat.S_ISVTX:
+            raise UnsafePath(f"its directory {parent} is group- or world-writable without the sticky bit")
+    return data, st
+
+
+def replace_regular(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Atomically replace a regular file (or create it); refuse a symlink, directory or special file."""
+    refuse_non_regular(path)
+    atomic_write(path, data, mode)
+
+
 def read_regular(path: str, limit: int) -> tuple[bytes, os.stat_result]:
     """Read a regular file without following a final symlink, at most `limit` bytes.
 

@@ -7,36 +7,26 @@ error naming the file and the key: a typo must never silently widen access.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import os
 import re
-import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from . import fsutil
+from .decide import audience_allowed, is_service_account_email, service_account_allowed
 from .errors import Code, CredexecError
 
 DEFAULT_POLICY_PATH = "/etc/iris-credexec/policy.toml"
 POLICY_SIZE_LIMIT = 256 * 1024
-# Context values longer than this never match: bounds regex work on hostile input.
-CONTEXT_VALUE_LIMIT = 4096
 SOURCE_KINDS = ("metadata", "file", "url")
 MAX_DEADLINE_SECONDS = 110  # below the clients' 120 s ceiling for timeout_millis
 
-_SERVICE_ACCOUNT_RE = re.compile(
-    r"[a-z0-9](?:[a-z0-9._-]{0,98}[a-z0-9])?@[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*\.gserviceaccount\.com"
-)
 _SERVICE_ACCOUNT_GLOB_RE = re.compile(r"[a-z0-9*?._-]+@[a-z0-9*?.-]+")
 # A quantified group that itself contains a quantifier: (a+)+, (a|aa)*, (\w+\s?)*.
 # Such patterns backtrack exponentially on a non-matching value.
 _NESTED_QUANTIFIER_RE = re.compile(r"\((?:[^()\\]|\\.)*(?:[+*}]|\|)(?:[^()\\]|\\.)*\)\s*(?:[+*]|\{\d*,)")
-
-
-def is_service_account_email(value: str) -> bool:
-    return _SERVICE_ACCOUNT_RE.fullmatch(value) is not None
 
 
 @dataclass(frozen=True)
@@ -96,7 +86,7 @@ class Policy:
     writable_by_caller: bool = field(default=False, compare=False)
 
     def check_audience(self, audience: str) -> None:
-        if audience not in self.audiences:
+        if not audience_allowed(self.audiences, audience):
             raise CredexecError(
                 Code.AUDIENCE_NOT_ALLOWED,
                 f"Audience {audience!r} is not allowed by the policy {self.path} ([audiences] allow). "
@@ -112,12 +102,30 @@ class Policy:
                     f"executable command (the policy {self.path} sets [service_accounts] require = true).",
                 )
             return
-        if not any(fnmatch.fnmatchcase(target, pattern) for pattern in self.service_accounts):
+        if not service_account_allowed(self.service_accounts, target):
             raise CredexecError(
                 Code.SERVICE_ACCOUNT_NOT_ALLOWED,
                 f"Service account {target!r} is not allowed by the policy {self.path} ([service_accounts] allow). "
                 "Use the service account of this task's user.",
             )
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the cache-hit fast path decides on, as JSON (see fasthit.py)."""
+        return {
+            "digest": self.digest,
+            "audiences": list(self.audiences),
+            "service_accounts": list(self.service_accounts),
+            "require_service_account": self.require_service_account,
+            "context_env": [[name, pattern.pattern] for name, pattern in self.context.env],
+            "context_container": self.context.container,
+            "context_uids": list(self.context.uids),
+            "cache_enabled": self.cache.enabled,
+            "cache_dir": self.cache.dir,
+            "audit_path": self.audit_path,
+            "source_kind": self.source.kind,
+            "issuers": list(self.token.issuers),
+            "claims": [list(item) for item in self.token.claims],
+        }
 
 
 def resolve_path(flag: str | None, environ: Mapping[str, str]) -> str:
@@ -146,11 +154,12 @@ def load(path: str) -> Policy:
 
 def _read_safely(path: str) -> tuple[bytes, os.stat_result]:
     try:
-        data, st = fsutil.read_regular(path, POLICY_SIZE_LIMIT)
+        data, st = fsutil.read_host_file(path, POLICY_SIZE_LIMIT)
     except fsutil.UnsafePath as exc:
         raise CredexecError(
             Code.POLICY_UNSAFE,
-            f"Refusing the policy {path}: {exc}. Mount the policy file itself read-only, owned by root, mode 0644.",
+            f"Refusing the policy {path}: {exc}. Mount the policy file itself read-only, owned by root, mode 0644, "
+            "in a root-owned directory.",
         ) from None
     except FileNotFoundError:
         raise CredexecError(
@@ -162,23 +171,6 @@ def _read_safely(path: str) -> tuple[bytes, os.stat_result]:
             Code.POLICY_NOT_FOUND,
             f"Cannot read the policy {path}: {exc.strerror}. Check the mount and its permissions.",
         ) from None
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise CredexecError(
-            Code.POLICY_UNSAFE,
-            f"Refusing the policy {path}: it is group- or world-writable (mode {stat.S_IMODE(st.st_mode):04o}). "
-            "chmod 0644 it and mount it read-only.",
-        )
-    parent = os.path.dirname(os.path.abspath(path))
-    try:
-        pst = os.stat(parent)
-    except OSError:
-        pst = None
-    if pst is not None and pst.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not pst.st_mode & stat.S_ISVTX:
-        raise CredexecError(
-            Code.POLICY_UNSAFE,
-            f"Refusing the policy {path}: its directory {parent} is group- or world-writable without the sticky bit, "
-            "so anyone could replace it. Put it in a root-owned directory.",
-        )
     return data, st
 
 

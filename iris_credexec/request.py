@@ -10,11 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from . import env_vars
+from .decide import VALUE_LIMIT, clean_value, is_service_account_email
 from .errors import Code, CredexecError
-from .policy import is_service_account_email
 from .response import TokenType
-
-VALUE_LIMIT = 2048  # audiences, emails and paths are far shorter; bounds everything after
 
 
 @dataclass(frozen=True)
@@ -30,11 +28,13 @@ def _clean(name: str, value: str | None) -> str | None:
     """An env value or flag, or None when absent; refuse values no honest client sends."""
     if value is None:
         return None
-    if len(value) > VALUE_LIMIT:
-        raise CredexecError(Code.REQUEST_INVALID, f"{name} is longer than {VALUE_LIMIT} characters.")
-    # Undecodable bytes arrive as lone surrogates, which are not printable either.
-    if not value.isprintable():
-        raise CredexecError(Code.REQUEST_INVALID, f"{name} contains control characters or bytes that are not UTF-8.")
+    if not clean_value(value):
+        problem = (
+            f"is longer than {VALUE_LIMIT} characters"
+            if len(value) > VALUE_LIMIT
+            else "contains control characters or bytes that are not UTF-8"
+        )
+        raise CredexecError(Code.REQUEST_INVALID, f"{name} {problem}.")
     return value
 
 

@@ -93,8 +93,7 @@ def write_output_file(path: str, response: Success) -> None:
     directory or special file is refused rather than followed or replaced.
     """
     try:
-        fsutil.refuse_non_regular(path)
-        fsutil.atomic_write(path, (render(response) + "\n").encode(), mode=0o600)
+        fsutil.replace_regular(path, (render(response) + "\n").encode(), mode=0o600)
     except (fsutil.UnsafePath, OSError) as exc:
         raise CredexecError(
             Code.OUTPUT_FILE_UNSAFE,

@@ -10,7 +10,7 @@ from . import __version__
 
 def commit() -> str:
     try:
-        from ._build_info import COMMIT  # type: ignore[import-not-found,unused-ignore]
+        from ._build_info import COMMIT  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
         return str(COMMIT)
     except ImportError:

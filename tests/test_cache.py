@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from iris_credexec import cachefs
 from iris_credexec.cache import CacheKey, Entry, TokenCache
 from tests.conftest import ALICE, BOB, Task, assert_refusal, executable, run_exec, run_python_client
 from tests.standins import Fault
@@ -25,7 +26,8 @@ def issue(task: Task, account: str = ALICE, **env: str) -> dict[str, object]:
 
 
 def entry_files(task: Task) -> list[Path]:
-    return sorted(task.cache_dir.glob("*.json"))
+    """Token entries (the policy snapshots beside them are not entries)."""
+    return sorted(p for p in task.cache_dir.glob("*.json") if not p.name.startswith("policy-"))
 
 
 def test_hit_serves_the_same_token_without_the_source(task: Task) -> None:
@@ -73,7 +75,7 @@ def test_torn_or_garbage_entry_is_a_miss_and_replaced(task: Task) -> None:
     for garbage in (entry.read_bytes()[:40], b"\x00\xff", b'{"format": 1}', b"[]"):
         entry.write_bytes(garbage)
         assert issue(task)["success"] is True
-        assert json.loads(entry.read_bytes())["format"] == 1
+        assert json.loads(entry.read_bytes())["format"] == cachefs.ENTRY_FORMAT
     assert task.standin.count("identity") == 5
 
 
