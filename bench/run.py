@@ -132,32 +132,42 @@ def main() -> int:
             "GOOGLE_EXTERNAL_ACCOUNT_TOKEN_TYPE": "urn:ietf:params:oauth:token-type:id_token",
             "GOOGLE_EXTERNAL_ACCOUNT_INTERACTIVE": "0",
             "IRIS_CREDEXEC_POLICY": str(policy),
+            "XDG_RUNTIME_DIR": str(root / "run"),  # the policy snapshot goes here, not into the machine's /tmp
         }
+        (root / "run").mkdir(mode=0o700)
 
         def clear_cache() -> None:
+            """Drop the token entries (the policy snapshot stays, as after any expiry)."""
             shutil.rmtree(cache_dir, ignore_errors=True)
 
-        def measure(name: str, cmd: list[str], before: Callable[[], None] | None = None, note: str = "") -> Row:
-            timed(cmd, env, before)  # warm the page cache and .pyc files; not counted
-            return Row(name, [timed(cmd, env, before) for _ in range(runs)], note)
-
-        rows: list[Row] = []
-        floor = measure("floor: python -c pass", [sys.executable, "-c", "pass"])
-        rows.append(floor)
-        rows.append(
-            measure("naive helper (sh + curl)", ["/bin/sh", str(REPO / "bench" / "naive-helper.sh"), google.host])
-        )
+        # Rows are measured round-robin, one run of each per round, so a noisy spell
+        # on this machine lands on every row alike and the ratios stay honest.
+        exec_cmd = ["--service-account", ACCOUNT]
+        specs: list[tuple[str, list[str], Callable[[], None] | None]] = [
+            ("floor: python -c pass", [sys.executable, "-c", "pass"], None),
+            ("naive helper (sh + curl)", ["/bin/sh", str(REPO / "bench" / "naive-helper.sh"), google.host], None),
+        ]
         gcloud = shutil.which("gcloud")
         if gcloud:
-            rows.append(measure("gcloud --version", [gcloud, "--version"]))
-        exec_cmd = ["--service-account", ACCOUNT]
-        miss = measure("source, cache miss", [source_exe, *exec_cmd], before=clear_cache)
-        hit = measure("source, cache hit", [source_exe, *exec_cmd])
-        rows += [miss, hit]
+            specs.append(("gcloud --version", [gcloud, "--version"], None))
+        specs += [
+            ("source, cache miss", [source_exe, *exec_cmd], clear_cache),
+            ("source, cache hit", [source_exe, *exec_cmd], None),
+        ]
         built = binaries()
         for label, path in built.items():
-            rows.append(measure(f"{label} binary, cache miss", [path, *exec_cmd], before=clear_cache))
-            rows.append(measure(f"{label} binary, cache hit", [path, *exec_cmd]))
+            specs += [
+                (f"{label} binary, cache miss", [path, *exec_cmd], clear_cache),
+                (f"{label} binary, cache hit", [path, *exec_cmd], None),
+            ]
+        for _, cmd, before in specs:  # warm the page cache and .pyc files; not counted
+            timed(cmd, env, before)
+        rows: list[Row] = [Row(name) for name, _, _ in specs]
+        for _ in range(runs):
+            for row, (_, cmd, before) in zip(rows, specs, strict=True):
+                row.samples_ms.append(timed(cmd, env, before))
+        by_name = {row.name: row for row in rows}
+        floor, miss, hit = by_name["floor: python -c pass"], by_name["source, cache miss"], by_name["source, cache hit"]
 
         # Herd: 100 concurrent cold invocations.
         clear_cache()

@@ -13,8 +13,8 @@ import fcntl
 import os
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from . import cachefs
 
@@ -25,8 +25,7 @@ class CacheUnavailable(Exception):
     """The cache cannot be used safely this run; the message says why and how to fix it."""
 
 
-@dataclass(frozen=True)
-class CacheKey:
+class CacheKey(NamedTuple):
     uid: int
     audience: str
     target: str
@@ -38,8 +37,7 @@ class CacheKey:
         return cachefs.key_name(self.uid, self.audience, self.target, self.token_type, self.policy_digest)
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     key: CacheKey
     token_type: str
     id_token: str
@@ -49,7 +47,7 @@ class Entry:
     subject: str
     issuer: str
     fingerprint: str
-    claims: Mapping[str, str] = field(default_factory=dict)
+    claims: Mapping[str, str] = MappingProxyType({})
     response_json: str = ""  # the success response exactly as response.render made it
 
     def fresh(self, now: float) -> bool:
@@ -59,7 +57,12 @@ class Entry:
         return self.expires_at - now >= min_lifetime and now < self.expiration_time
 
     def to_document(self) -> dict[str, Any]:
-        return {"format": cachefs.ENTRY_FORMAT, **asdict(self)}
+        return {
+            "format": cachefs.ENTRY_FORMAT,
+            **self._asdict(),
+            "key": self.key._asdict(),
+            "claims": dict(self.claims),
+        }
 
     @classmethod
     def from_document(cls, document: dict[str, Any] | None) -> Entry | None:

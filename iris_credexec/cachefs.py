@@ -7,13 +7,13 @@ cache.py builds the typed cache (entries, locks) on top of it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import stat
 from collections.abc import Mapping
 
 from . import fsutil
+from .digest import sha256_hex
 
 TYPE_CHECKING = False  # typing costs a cache hit ~2 ms; only the type checker needs it
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def key_name(uid: int, audience: str, target: str, token_type: str, policy_diges
         sort_keys=True,
         separators=(",", ":"),
     )
-    return hashlib.sha256(material.encode()).hexdigest()[:32]
+    return sha256_hex(material.encode())[:32]
 
 
 def directory_problem(directory: str) -> str | None:

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .decide import env_mismatch, in_container
 from .errors import Code, CredexecError
 from .policy import ContextPolicy
 
 
-@dataclass(frozen=True)
-class CallerFacts:
+class CallerFacts(NamedTuple):
     uid: int
     in_container: bool
 

@@ -144,7 +144,7 @@ class Code(enum.Enum):
     )
     INTERNAL = (
         "An unexpected error inside iris-credexec.",
-        "Run `iris-credexec inspect --debug` with the same environment and report the output.",
+        "Run `iris-credexec --debug` (or `iris-credexec inspect`) with the same environment and report the output.",
     )
 
     @property

@@ -11,8 +11,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from . import audit
 from .errors import Code, CredexecError
@@ -24,8 +23,7 @@ if TYPE_CHECKING:
 SNAPSHOT_FORMAT = 1
 
 
-@dataclass(frozen=True)
-class Invocation:
+class Invocation(NamedTuple):
     """Everything executable mode is given: flags and the environment."""
 
     environ: Mapping[str, str]
@@ -34,23 +32,22 @@ class Invocation:
     audience_flag: str | None = None
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(NamedTuple):
     name: str
     ok: bool | None  # None: a warning or a note
     detail: str
 
 
-@dataclass
 class Trace:
-    """What each step found, for people. Never holds a token."""
+    """What each step found, for people, and the audit record being built. Never holds a token."""
 
-    steps: list[Step] = field(default_factory=list)
-    on_step: Callable[[Step], None] | None = None
-    policy_path: str = ""
-    audit_path: str = ""
-    facts: object | None = None  # tokens.TokenFacts when a token was checked
-    record: dict[str, object] = field(default_factory=dict)
+    def __init__(self, on_step: Callable[[Step], None] | None = None) -> None:
+        self.steps: list[Step] = []
+        self.on_step = on_step
+        self.policy_path = ""
+        self.audit_path = ""
+        self.facts: object | None = None  # tokens.TokenFacts when a token was checked
+        self.record: dict[str, object] = {}
 
     def add(self, name: str, ok: bool | None, detail: str) -> None:
         step = Step(name, ok, detail)
@@ -82,7 +79,12 @@ def answer(invocation: Invocation, trace: Trace | None = None) -> Response:
             Code.INTERNAL.name,
             f"Unexpected {type(exc).__name__} in iris-credexec. {Code.INTERNAL.fix}",
         )
-        trace.add("result", False, f"INTERNAL: {type(exc).__name__}: {exc}")
+        detail = f"INTERNAL: {type(exc).__name__}: {exc}"
+        if trace.on_step is not None:  # a person asked for --debug: show where
+            import traceback
+
+            detail += "\n" + "".join(traceback.format_exception(exc)[-4:])
+        trace.add("result", False, detail)
     if isinstance(outcome, Failure) and output_file:
         from .response import remove_output_file
 

@@ -14,7 +14,6 @@ full path would serve, never serve what the full path would refuse.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import sys
@@ -22,6 +21,7 @@ import time
 from collections.abc import Mapping
 
 from . import cachefs, decide, fsutil
+from .digest import sha256_hex
 
 TYPE_CHECKING = False  # typing costs a cache hit ~2 ms; only the type checker needs it
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def try_answer(policy_flag: str | None, service_account_flag: str | None, enviro
         data, _ = fsutil.read_host_file(policy_path, POLICY_SIZE_LIMIT)
     except (OSError, fsutil.UnsafePath):
         return False
-    digest = hashlib.sha256(data).hexdigest()
+    digest = sha256_hex(data)
     snapshot = cachefs.read_json(cachefs.default_directory(environ), cachefs.snapshot_name(digest))
     if snapshot is None or not _snapshot_usable(snapshot, digest):
         return False

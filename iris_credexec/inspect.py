@@ -33,7 +33,7 @@ def run_inspect(
     )
     # inspect must not write the client's output file: it only looks.
     environ_view = {k: v for k, v in environ.items() if k != "GOOGLE_EXTERNAL_ACCOUNT_OUTPUT_FILE"}
-    response = answer(Invocation(**{**invocation.__dict__, "environ": environ_view}), trace)
+    response = answer(invocation._replace(environ=environ_view), trace)
     claims: dict[str, Any] = dict(getattr(trace.facts, "claims", {}) or {})
     report: dict[str, Any] = {
         "ok": isinstance(response, Success),

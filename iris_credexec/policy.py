@@ -1,4 +1,4 @@
-"""The host's policy: loaded from TOML into frozen dataclasses, with its decisions.
+"""The host's policy: loaded from TOML into immutable NamedTuples, with its decisions.
 
 The policy is the host's word. It is refused when anyone but the host could
 have written it, and any key that is unknown, mistyped or out of range is an
@@ -7,20 +7,20 @@ error naming the file and the key: a typo must never silently widen access.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 from . import fsutil
 from .decide import audience_allowed, is_service_account_email, service_account_allowed
+from .digest import sha256_hex
 from .errors import Code, CredexecError
 
 DEFAULT_POLICY_PATH = "/etc/iris-credexec/policy.toml"
 POLICY_SIZE_LIMIT = 256 * 1024
 SOURCE_KINDS = ("metadata", "file", "url")
+GOOGLE_ISSUERS = ("https://accounts.google.com",)
 MAX_DEADLINE_SECONDS = 110  # below the clients' 120 s ceiling for timeout_millis
 
 _SERVICE_ACCOUNT_GLOB_RE = re.compile(r"[a-z0-9*?._-]+@[a-z0-9*?.-]+")
@@ -29,8 +29,7 @@ _SERVICE_ACCOUNT_GLOB_RE = re.compile(r"[a-z0-9*?._-]+@[a-z0-9*?.-]+")
 _NESTED_QUANTIFIER_RE = re.compile(r"\((?:[^()\\]|\\.)*(?:[+*}]|\|)(?:[^()\\]|\\.)*\)\s*(?:[+*]|\{\d*,)")
 
 
-@dataclass(frozen=True)
-class SourceConfig:
+class SourceConfig(NamedTuple):
     kind: str
     timeout_seconds: float = 5.0
     deadline_seconds: float = 20.0
@@ -48,9 +47,8 @@ class SourceConfig:
     field: str = ""
 
 
-@dataclass(frozen=True)
-class TokenPolicy:
-    issuers: tuple[str, ...] = ("https://accounts.google.com",)
+class TokenPolicy(NamedTuple):
+    issuers: tuple[str, ...] = GOOGLE_ISSUERS
     min_lifetime_seconds: int = 300
     max_lifetime_seconds: int = 86400
     refresh_margin_seconds: int = 60
@@ -58,21 +56,18 @@ class TokenPolicy:
     jwks: str = ""
 
 
-@dataclass(frozen=True)
-class ContextPolicy:
+class ContextPolicy(NamedTuple):
     env: tuple[tuple[str, re.Pattern[str]], ...] = ()
     container: bool = False
     uids: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True)
-class CachePolicy:
+class CachePolicy(NamedTuple):
     enabled: bool = True
     dir: str = ""
 
 
-@dataclass(frozen=True)
-class Policy:
+class Policy(NamedTuple):
     path: str
     digest: str  # sha256 of the file's bytes: part of every cache key
     audiences: tuple[str, ...]
@@ -83,7 +78,7 @@ class Policy:
     token: TokenPolicy
     cache: CachePolicy
     audit_path: str
-    writable_by_caller: bool = field(default=False, compare=False)
+    writable_by_caller: bool = False
 
     def check_audience(self, audience: str) -> None:
         if not audience_allowed(self.audiences, audience):
@@ -145,10 +140,10 @@ def load(path: str) -> Policy:
         raise _invalid(path, "", "the file is not UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise _invalid(path, "", f"TOML syntax error: {exc}") from None
-    policy = parse(raw, path=path, digest=hashlib.sha256(data).hexdigest())
+    policy = parse(raw, path=path, digest=sha256_hex(data))
     writable = _caller_could_write(path, st)
     if writable:
-        policy = Policy(**{**policy.__dict__, "writable_by_caller": True})
+        policy = policy._replace(writable_by_caller=True)
     return policy
 
 
@@ -420,7 +415,7 @@ def _parse_source(t: _Table, path: str) -> SourceConfig:
 
 def _parse_token(t: _Table, path: str) -> TokenPolicy:
     token = TokenPolicy(
-        issuers=t.strings("issuers", TokenPolicy.issuers, _non_empty),
+        issuers=t.strings("issuers", GOOGLE_ISSUERS, _non_empty),
         min_lifetime_seconds=t.get("min_lifetime_seconds", int, 300, _non_negative),
         max_lifetime_seconds=t.get("max_lifetime_seconds", int, 86400, lambda v: None if v > 0 else "must be positive"),
         refresh_margin_seconds=t.get("refresh_margin_seconds", int, 60, _non_negative),

@@ -7,7 +7,7 @@ checked before anything else looks at them.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import env_vars
 from .decide import VALUE_LIMIT, clean_value, is_service_account_email
@@ -15,8 +15,7 @@ from .errors import Code, CredexecError
 from .response import TokenType
 
 
-@dataclass(frozen=True)
-class ExecRequest:
+class ExecRequest(NamedTuple):
     audience: str
     token_type: TokenType
     target: str | None  # the service account to be impersonated, when known

@@ -11,7 +11,7 @@ import enum
 import json
 import os
 import sys
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import fsutil
 from .errors import Code, CredexecError
@@ -24,8 +24,7 @@ class TokenType(enum.Enum):
     JWT = "urn:ietf:params:oauth:token-type:jwt"
 
 
-@dataclass(frozen=True)
-class Success:
+class Success(NamedTuple):
     token_type: TokenType
     id_token: str
     expiration_time: int
@@ -40,8 +39,7 @@ class Success:
         }
 
 
-@dataclass(frozen=True)
-class Failure:
+class Failure(NamedTuple):
     code: str
     message: str
 
@@ -58,8 +56,7 @@ class Failure:
         }
 
 
-@dataclass(frozen=True)
-class RevokeAck:
+class RevokeAck(NamedTuple):
     """The answer to GOOGLE_EXTERNAL_ACCOUNT_REVOKE=1 (gcloud)."""
 
     def to_dict(self) -> dict[str, object]:

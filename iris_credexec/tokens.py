@@ -10,8 +10,8 @@ import base64
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from .audit import token_hash
 from .errors import Code, CredexecError
@@ -25,8 +25,7 @@ JWKS_LIMIT = 256 * 1024
 _B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
-@dataclass(frozen=True)
-class TokenFacts:
+class TokenFacts(NamedTuple):
     """What was learned from a token that passed every check (safe to log)."""
 
     subject: str
@@ -38,7 +37,7 @@ class TokenFacts:
     algorithm: str
     key_id: str | None
     signature_verified: bool
-    claims: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    claims: Mapping[str, Any] = MappingProxyType({})
 
 
 def _fail(code: Code, detail: str, token: str) -> CredexecError:

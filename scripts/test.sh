@@ -17,4 +17,8 @@ set +e
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then echo "FAIL: pytest collected no tests" >&2; exit 1; fi
-exit "$rc"
+[ "$rc" -eq 0 ] || exit "$rc"
+
+# A quick smoke of the benchmark so it cannot rot (one run per row; timing budgets not enforced).
+echo "== bench (smoke)"
+.venv/bin/python bench/run.py --quick --json "$(mktemp)"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import socket
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import quote, urlsplit
 
 BODY_LIMIT = 1024 * 1024
@@ -26,14 +26,12 @@ class HttpError(Exception):
         self.timed_out = timed_out
 
 
-@dataclass(frozen=True)
-class HttpResponse:
+class HttpResponse(NamedTuple):
     status: int
     body: bytes
 
 
-@dataclass(frozen=True)
-class Endpoint:
+class Endpoint(NamedTuple):
     """Where to connect: a TCP host and port (optionally TLS) or a unix socket path."""
 
     host: str = ""
