@@ -30,7 +30,7 @@ def default_directory(environ: Mapping[str, str]) -> str:
     if runtime and os.path.isabs(runtime):
         return os.path.join(runtime, "iris-credexec")
     tmp = environ.get("TMPDIR", "")
-    return os.path.join(tmp if os.path.isabs(tmp) else "/tmp", f"iris-credexec-{os.geteuid()}")  # noqa: S108  # nosec B108
+    return os.path.join(tmp if os.path.isabs(tmp) else "/tmp", f"iris-credexec-{os.geteuid()}")  # noqa: S108
 
 
 def is_fresh(fetched_at: float, expires_at: int, expiration_time: int, now: float) -> bool:
