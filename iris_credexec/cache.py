@@ -54,6 +54,8 @@ class Entry(NamedTuple):
         return cachefs.is_fresh(self.fetched_at, self.expires_at, self.expiration_time, now)
 
     def usable_when_source_down(self, now: float, min_lifetime: int) -> bool:
+        if self.fetched_at > now + cachefs.CLOCK_SKEW_SECONDS:  # the clock jumped back
+            return False
         return self.expires_at - now >= min_lifetime and now < self.expiration_time
 
     def to_document(self) -> dict[str, Any]:

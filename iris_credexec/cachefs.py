@@ -30,11 +30,19 @@ def default_directory(environ: Mapping[str, str]) -> str:
     if runtime and os.path.isabs(runtime):
         return os.path.join(runtime, "iris-credexec")
     tmp = environ.get("TMPDIR", "")
-    return os.path.join(tmp if os.path.isabs(tmp) else "/tmp", f"iris-credexec-{os.geteuid()}")  # noqa: S108
+    # A per-uid directory, created 0700 and checked (owner, mode, not a symlink) before use.
+    base = tmp if os.path.isabs(tmp) else "/tmp"  # noqa: S108  # nosec B108
+    return os.path.join(base, f"iris-credexec-{os.geteuid()}")
+
+
+CLOCK_SKEW_SECONDS = 60
 
 
 def is_fresh(fetched_at: float, expires_at: int, expiration_time: int, now: float) -> bool:
-    """Served without asking the source: less than half its life gone, and before the margin."""
+    """Served without asking the source: less than half its life gone, and before the margin.
+    An entry fetched "in the future" means the clock jumped back: not trusted."""
+    if fetched_at > now + CLOCK_SKEW_SECONDS:
+        return False
     return now < fetched_at + (expires_at - fetched_at) / 2 and now < expiration_time
 
 

@@ -328,3 +328,12 @@ def jwks_file(tmp_path: Path) -> Path:
     path = tmp_path / "jwks.json"
     path.write_text(json.dumps({"keys": [session_key().jwk]}))
     return path
+
+
+# --- Property-based tests -------------------------------------------------------------------
+# Bounded by default so .ci/run stays fast; HYPOTHESIS_PROFILE=long runs many more examples.
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile("ci", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=20_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

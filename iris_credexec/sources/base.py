@@ -6,9 +6,12 @@ import enum
 import random
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import Code, CredexecError
+
+if TYPE_CHECKING:
+    from .http import HttpError
 
 
 class Failure(enum.Enum):
@@ -47,6 +50,12 @@ def classify_status(status: int) -> Failure | None:
     if 400 <= status < 500:
         return Failure.DENIED
     return Failure.BAD_RESPONSE
+
+
+def failure_of_http(exc: HttpError) -> Failure:
+    if exc.malformed:
+        return Failure.BAD_RESPONSE
+    return Failure.TIMEOUT if exc.timed_out else Failure.TRANSIENT
 
 
 _CODES = {

@@ -19,11 +19,16 @@ _HEAD_LIMIT = 64 * 1024
 
 
 class HttpError(Exception):
-    """The exchange failed before a complete answer arrived."""
+    """The exchange failed before a complete answer arrived.
 
-    def __init__(self, message: str, timed_out: bool = False) -> None:
+    `malformed`: the peer answered, but not with a well-formed, bounded HTTP response
+    (asking again will not help); otherwise the connection failed or `timed_out`.
+    """
+
+    def __init__(self, message: str, timed_out: bool = False, malformed: bool = False) -> None:
         super().__init__(message)
         self.timed_out = timed_out
+        self.malformed = malformed
 
 
 class HttpResponse(NamedTuple):
@@ -138,7 +143,7 @@ def _read_response(sock: socket.socket, deadline: float, limit: int) -> HttpResp
     buffer = b""
     while b"\r\n\r\n" not in buffer:
         if len(buffer) > _HEAD_LIMIT:
-            raise HttpError("response headers are too large")
+            raise HttpError("response headers are too large", malformed=True)
         chunk = _recv(sock, deadline)
         if not chunk:
             raise HttpError("connection closed before the response headers")
@@ -147,7 +152,7 @@ def _read_response(sock: socket.socket, deadline: float, limit: int) -> HttpResp
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     parts = status_line.split(" ", 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-        raise HttpError("not an HTTP response")
+        raise HttpError("not an HTTP response", malformed=True)
     status = int(parts[1])
     headers: dict[str, str] = {}
     for line in header_lines:
@@ -160,9 +165,9 @@ def _read_response(sock: socket.socket, deadline: float, limit: int) -> HttpResp
         try:
             length = int(headers["content-length"])
         except ValueError:
-            raise HttpError("invalid Content-Length") from None
+            raise HttpError("invalid Content-Length", malformed=True) from None
         if length > limit:
-            raise HttpError(f"response body larger than {limit} bytes")
+            raise HttpError(f"response body larger than {limit} bytes", malformed=True)
         body = _fill(sock, rest, length, deadline)[:length]
     else:
         body = _read_to_close(sock, rest, deadline, limit)
@@ -185,7 +190,7 @@ def _read_to_close(sock: socket.socket, buffer: bytes, deadline: float, limit: i
         if not chunk:
             return buffer
         buffer += chunk
-    raise HttpError(f"response body larger than {limit} bytes")
+    raise HttpError(f"response body larger than {limit} bytes", malformed=True)
 
 
 def _read_chunked(sock: socket.socket, buffer: bytes, deadline: float, limit: int) -> bytes:
@@ -193,7 +198,7 @@ def _read_chunked(sock: socket.socket, buffer: bytes, deadline: float, limit: in
     while True:
         while b"\r\n" not in buffer:
             if len(buffer) > 1024:
-                raise HttpError("invalid chunked encoding")
+                raise HttpError("invalid chunked encoding", malformed=True)
             chunk = _recv(sock, deadline)
             if not chunk:
                 raise HttpError("connection closed in the middle of the body")
@@ -202,11 +207,11 @@ def _read_chunked(sock: socket.socket, buffer: bytes, deadline: float, limit: in
         try:
             size = int(size_line.split(b";")[0].strip(), 16)
         except ValueError:
-            raise HttpError("invalid chunked encoding") from None
+            raise HttpError("invalid chunked encoding", malformed=True) from None
         if size == 0:
             return body
         if len(body) + size > limit:
-            raise HttpError(f"response body larger than {limit} bytes")
+            raise HttpError(f"response body larger than {limit} bytes", malformed=True)
         buffer = _fill(sock, buffer, size + 2, deadline)
         body += buffer[:size]
         buffer = buffer[size + 2 :]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..policy import SourceConfig
 from . import http
-from .base import Failure, SourceError, classify_status
+from .base import SourceError, classify_status, failure_of_http
 from .extract import token_from_body
 
 
@@ -25,7 +25,7 @@ class UrlSource:
         try:
             answer = http.get(self.endpoint, target, self.headers, timeout)
         except http.HttpError as exc:
-            raise SourceError(Failure.TIMEOUT if exc.timed_out else Failure.TRANSIENT, str(exc)) from None
+            raise SourceError(failure_of_http(exc), str(exc)) from None
         failure = classify_status(answer.status)
         if failure is not None:
             raise SourceError(failure, f"HTTP {answer.status}")
