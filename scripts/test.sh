@@ -5,6 +5,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 bash scripts/setup.sh
+bash scripts/clients.sh   # google-auth 2.43 and 2.9 venvs, Node's google-auth-library, Go's x/oauth2
 command -v gcloud >/dev/null || { echo "FAIL: gcloud (google-cloud-cli) is not installed; the suite drives the real gcloud" >&2; exit 1; }
 
 echo "== ruff";   .venv/bin/ruff check iris_credexec tests demo bench && .venv/bin/ruff format --check -q iris_credexec tests demo bench

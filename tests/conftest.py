@@ -141,7 +141,10 @@ class Task:
         command_args: str | None = None,
         output_file: bool = True,
         name: str = "credentials.json",
+        google_urls: bool = False,
     ) -> Path:
+        """A credential config running the executable under test. With `google_urls`, Google's
+        real STS and IAM URLs (for clients that refuse others; their connections are redirected)."""
         args = (
             command_args
             if command_args is not None
@@ -157,11 +160,15 @@ class Task:
             "type": "external_account",
             "audience": POOL_AUDIENCE,
             "subject_token_type": "urn:ietf:params:oauth:token-type:id_token",
-            "token_url": self.standin.token_url(),
+            "token_url": "https://sts.googleapis.com/v1/token" if google_urls else self.standin.token_url(),
             "credential_source": {"executable": executable_cfg},
         }
         if service_account:
-            config["service_account_impersonation_url"] = self.standin.impersonation_url(service_account)
+            config["service_account_impersonation_url"] = (
+                f"https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/{service_account}:generateAccessToken"
+                if google_urls
+                else self.standin.impersonation_url(service_account)
+            )
         path = self.root / name
         path.write_text(json.dumps(config, indent=2))
         return path
@@ -259,11 +266,84 @@ def run_python_client(config: Path, env: dict[str, str], python: str | None = No
         check=False,
         cwd=str(REPO),
     )
-    try:
-        doc = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        return ClientResult(False, None, proc.stdout + proc.stderr, proc.stdout + proc.stderr)
-    return ClientResult(bool(doc["ok"]), doc.get("token"), doc.get("error", ""), proc.stdout + proc.stderr)
+    return _client_result(proc)
+
+
+def _client_result(proc: subprocess.CompletedProcess[str]) -> ClientResult:
+    """The last JSON line a client program printed (the node, go and python programs all print one)."""
+    raw = proc.stdout + proc.stderr
+    for line in reversed(proc.stdout.strip().splitlines()):
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and "ok" in doc:
+            return ClientResult(bool(doc["ok"]), doc.get("token"), doc.get("error", ""), raw)
+    return ClientResult(False, None, raw, raw)
+
+
+NODE_CLIENT_DIR = REPO / "tests" / "clients" / "node"
+
+
+def run_node_client(config: Path, env: dict[str, str]) -> ClientResult:
+    node = shutil.which("node")
+    if node is None or not (NODE_CLIENT_DIR / "node_modules" / "google-auth-library").is_dir():
+        pytest.fail("the Node client is not installed: scripts/clients.sh installs it (npm ci)")
+    proc = subprocess.run(
+        [node, str(NODE_CLIENT_DIR / "client.js")],
+        env={**env, "GOOGLE_APPLICATION_CREDENTIALS": str(config)},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+        check=False,
+    )
+    return _client_result(proc)
+
+
+_GO_CLIENT: Path | None = None
+
+
+def go_client_binary(build_dir: Path) -> Path:
+    """Build tests/clients/go once per session with Debian's Go and x/oauth2 (GOPATH mode)."""
+    global _GO_CLIENT
+    if _GO_CLIENT is None:
+        go = shutil.which("go")
+        if go is None or not Path("/usr/share/gocode/src/golang.org/x/oauth2/google").is_dir():
+            pytest.fail("the Go client is not installed: scripts/clients.sh installs golang-go and x/oauth2")
+        out = build_dir / "go-client"
+        proc = subprocess.run(
+            [go, "build", "-o", str(out), str(REPO / "tests" / "clients" / "go" / "main.go")],
+            env={
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "HOME": str(build_dir),
+                "GO111MODULE": "off",
+                "GOPATH": "/usr/share/gocode",
+                "GOCACHE": str(build_dir / "gocache"),
+                "GOFLAGS": "",
+                "CGO_ENABLED": "0",
+            },
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        _GO_CLIENT = out
+    return _GO_CLIENT
+
+
+def run_go_client(config: Path, env: dict[str, str], binary: Path, tls_address: str, ca: str) -> ClientResult:
+    proc = subprocess.run(
+        [str(binary)],
+        env={**env, "GOOGLE_APPLICATION_CREDENTIALS": str(config), "STANDIN_TLS_ADDR": tls_address, "STANDIN_CA": ca},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+        check=False,
+    )
+    return _client_result(proc)
 
 
 def gcloud_path() -> str:

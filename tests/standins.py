@@ -122,6 +122,12 @@ class _Handler(BaseHTTPRequestHandler):
             return self._identity(query)
         if parts.path == "/jwks":
             return self._send(200, self.state.jwks())
+        if parts.path.startswith("/v1/projects/"):  # Cloud Resource Manager: old google-auth asks it for the project id
+            self.state.count("crm")
+            token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+            if token not in self.state.access_tokens and token not in self.state.federated:
+                return self._send(401, {"error": {"code": 401, "status": "UNAUTHENTICATED"}})
+            return self._send(200, {"projectNumber": parts.path.rsplit("/", 1)[1], "projectId": "test-project"})
         if parts.path.startswith("/computeMetadata/"):
             if self.headers.get("Metadata-Flavor") != "Google":
                 return self._send(403, b"Missing Metadata-Flavor", "text/plain")
@@ -355,6 +361,74 @@ class UnixTokenServer:
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def __enter__(self) -> UnixTokenServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+GOOGLE_API_HOSTS = ("sts.googleapis.com", "iamcredentials.googleapis.com", "cloudresourcemanager.googleapis.com")
+
+
+def write_tls_identity(directory: str) -> tuple[str, str]:
+    """A throwaway self-signed certificate for Google's API hosts (and 127.0.0.1): (cert, key) paths."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "iris-credexec test stand-in")])
+    now = datetime.datetime.now(datetime.UTC)
+    sans = [x509.DNSName(h) for h in GOOGLE_API_HOSTS] + [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path = f"{directory}/standin-cert.pem"
+    key_path = f"{directory}/standin-key.pem"
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(key_path, "wb") as f:
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+    return cert_path, key_path
+
+
+class TlsFront:
+    """The same stand-ins over TLS on another 127.0.0.1 port, for clients that insist on https."""
+
+    def __init__(self, state: StandInState, cert: str, key: str) -> None:
+        import ssl
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self.server = _Server(("127.0.0.1", 0), _Handler)
+        self.server.state = state  # type: ignore[attr-defined]
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> TlsFront:
         self.thread.start()
         return self
 

@@ -12,7 +12,28 @@ google-auth release the suite covers (no newer API).
 import json
 
 
+def redirect_to_standin() -> None:
+    """Tests only: old google-auth releases accept only https://*.googleapis.com URLs, so the
+    config keeps Google's and every connection is dialled to the local TLS stand-in instead
+    (its throwaway certificate is trusted through REQUESTS_CA_BUNDLE)."""
+    import os
+
+    address = os.environ.get("STANDIN_TLS_ADDR")
+    if not address:
+        return
+    import urllib3.util.connection
+
+    host, port = address.rsplit(":", 1)
+    original = urllib3.util.connection.create_connection
+
+    def create_connection(_address, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return original((host, int(port)), *args, **kwargs)
+
+    urllib3.util.connection.create_connection = create_connection
+
+
 def main() -> None:
+    redirect_to_standin()
     import google.auth
     import google.auth.transport.requests
 
