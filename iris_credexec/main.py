@@ -178,6 +178,157 @@ def cache_clear(policy: str | None) -> None:
     click.echo(f"removed {cache.clear()} file(s) from {cache.directory}")
 
 
+@cli.command("config")
+@click.option(
+    "--audience",
+    metavar="AUDIENCE",
+    help="The workload identity provider (or give --project-number, --pool, --provider).",
+)
+@click.option("--project-number", metavar="NUMBER", help="Project number of the workload identity pool.")
+@click.option("--pool", metavar="POOL", help="Workload identity pool id.")
+@click.option("--provider", metavar="PROVIDER", help="Workload identity pool provider id.")
+@click.option(
+    "--service-account", metavar="EMAIL", help="Service account to impersonate (also written into the command)."
+)
+@click.option(
+    "--service-account-token-lifetime-seconds",
+    type=int,
+    metavar="SECONDS",
+    help="Lifetime of the impersonated token (600-43200).",
+)
+@click.option("--subject-token-type", type=click.Choice(["id_token", "jwt"]), default="id_token", show_default=True)
+@click.option("--policy", metavar="PATH", help="Policy path to write into the command (--policy).")
+@click.option(
+    "--executable", metavar="PATH", help="Absolute path of iris-credexec inside the task [default: this program]."
+)
+@click.option("--executable-timeout-millis", type=int, default=30000, show_default=True, help="5000-120000.")
+@click.option("--executable-output-file", metavar="PATH", help="Where clients cache the executable's response.")
+@click.option("--output-file", metavar="PATH", help="Write the config here instead of stdout.")
+def config_command(
+    audience: str | None,
+    project_number: str | None,
+    pool: str | None,
+    provider: str | None,
+    service_account: str | None,
+    service_account_token_lifetime_seconds: int | None,
+    subject_token_type: str,
+    policy: str | None,
+    executable: str | None,
+    executable_timeout_millis: int,
+    executable_output_file: str | None,
+    output_file: str | None,
+) -> None:
+    """Write an external_account credential config that runs iris-credexec.
+
+    The command is an absolute path and flags with no quotes, spaces or shell syntax,
+    so Python, gcloud, Node, Go and Java all run it the same way.
+    """
+    from .ops import config as cfg
+
+    if audience is None:
+        if not (project_number and pool and provider):
+            raise click.UsageError("give --audience, or all of --project-number, --pool and --provider")
+        audience = cfg.audience_for(project_number, pool, provider)
+    try:
+        document = cfg.build(
+            audience=audience,
+            service_account=service_account,
+            executable=executable or cfg.this_executable(),
+            policy=policy,
+            timeout_millis=executable_timeout_millis,
+            output_file=executable_output_file,
+            token_type=f"urn:ietf:params:oauth:token-type:{subject_token_type}",
+            token_lifetime_seconds=service_account_token_lifetime_seconds,
+        )
+    except cfg.ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    text = cfg.render(document)
+    if output_file:
+        with open(output_file, "w", encoding="utf-8") as f:
+            f.write(text)
+        click.echo(f"wrote {output_file}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+@cli.command("doctor")
+@click.option("--exchange", is_flag=True, help="Also run a real google-auth refresh through STS and impersonation.")
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+def doctor_command(exchange: bool, as_json: bool) -> None:
+    """Check a task's setup step by step, as the task would run it; name the broken step.
+
+    Exit status 0 when nothing failed (warnings allowed), 1 otherwise. Never prints a token.
+    """
+    from .ops.doctor import FAIL, render, run_doctor
+
+    checks = run_doctor(os.environ, exchange=exchange)
+    click.echo(render(checks, as_json))
+    sys.exit(1 if any(c.status == FAIL for c in checks) else 0)
+
+
+@cli.command("plan")
+@click.option("--project-number", required=True, metavar="NUMBER")
+@click.option("--project-id", required=True, metavar="ID", help="Project that holds the pool and the service accounts.")
+@click.option("--pool", required=True, metavar="POOL")
+@click.option("--provider", required=True, metavar="PROVIDER")
+@click.option(
+    "--users",
+    "users_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="user -> service account: TOML [users] table or CSV user,service_account.",
+)
+@click.option(
+    "--issuer",
+    metavar="URL",
+    help="Issuer of the tasks' tokens [default: the broker's configured issuer, or Google's with --metadata-principal].",
+)
+@click.option(
+    "--jwks-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="The host broker's JWKS (`iris-credexec host jwks`): per-task tokens.",
+)
+@click.option(
+    "--metadata-principal", metavar="SUBJECT", help="The workers' service account unique id: metadata-sourced tokens."
+)
+@click.option("--subject-template", default="iris:user:{user}", show_default=True)
+def plan_command(
+    project_number: str,
+    project_id: str,
+    pool: str,
+    provider: str,
+    users_file: str,
+    issuer: str | None,
+    jwks_file: str | None,
+    metadata_principal: str | None,
+    subject_template: str,
+) -> None:
+    """Print the gcloud commands that create the pool, the provider and the IAM bindings. Runs nothing."""
+    from .ops import plan as plan_mod
+
+    try:
+        with open(users_file, encoding="utf-8") as f:
+            users = plan_mod.read_users(f.read(), users_file)
+        if issuer is None:
+            if jwks_file is not None:
+                raise plan_mod.PlanError("--issuer is required with --jwks-file: the broker's `issuer` setting")
+            issuer = plan_mod.GOOGLE_ISSUER
+        text = plan_mod.plan(
+            project_number=project_number,
+            project_id=project_id,
+            pool=pool,
+            provider=provider,
+            users=users,
+            issuer=issuer,
+            jwks_file=jwks_file,
+            metadata_principal=metadata_principal,
+            subject_template=subject_template,
+        )
+    except plan_mod.PlanError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(text, nl=False)
+
+
 def main(argv: list[str]) -> int:
     """Run the CLI; usage errors in executable mode still answer the client in JSON."""
     try:

@@ -184,3 +184,27 @@ def test_a_quoted_argument_is_refused_not_misread(task: Task, client: Driver) ->
         assert result.ok, result.raw
     else:  # str.split (google-auth < 2.44, gcloud 528) and Go's strings.Fields keep the quotes: not an email
         assert not result.ok and "SERVICE_ACCOUNT_INVALID" in result.error, result.raw
+
+
+def test_generated_config_works_unchanged_in_every_client(task: Task, client: Driver) -> None:
+    """The command `iris-credexec config` writes runs as is; only the test rewrites Google's URLs
+    to the stand-ins, for the clients that accept other URLs."""
+    import subprocess
+
+    from tests.conftest import executable
+
+    config = task.root / "generated.json"
+    proc = subprocess.run(
+        [executable(), "config", "--audience", task.default_policy()["audiences"]["allow"][0], "--service-account", ALICE,
+         "--executable-output-file", str(task.output_file), "--output-file", str(config)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert proc.returncode == 0
+    doc = json.loads(config.read_text())
+    if not client.google_urls:
+        doc["token_url"] = task.standin.token_url()
+        doc["service_account_impersonation_url"] = task.standin.impersonation_url(ALICE)
+        config.write_text(json.dumps(doc))
+    result = client.run_config(task, config, task.env())
+    assert result.ok, result.raw
+    assert task.standin.state.access_tokens[str(result.token)] == ALICE
