@@ -329,6 +329,122 @@ def plan_command(
     click.echo(text, nl=False)
 
 
+@cli.group("host")
+def host_group() -> None:
+    """The host side: the per-task token broker (runs on the VM, outside the containers)."""
+
+
+def _broker_config(path: str) -> Any:
+    from .host.config import BrokerConfigError, load
+
+    try:
+        return load(path)
+    except BrokerConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+_BROKER_CONFIG = click.option(
+    "--config",
+    "config_path",
+    default="/etc/iris-credexec/broker.toml",
+    show_default=True,
+    metavar="PATH",
+    help="The broker's configuration.",
+)
+
+
+@host_group.command("serve")
+@_BROKER_CONFIG
+def host_serve(config_path: str) -> None:
+    """Serve per-task tokens on the broker's unix socket until stopped."""
+    from .host.broker import serve
+
+    config = _broker_config(config_path)
+    click.echo(f"iris-credexec broker on {config.socket_path} (issuer {config.issuer})", err=True)
+    serve(config)
+
+
+@host_group.command("jwks")
+@_BROKER_CONFIG
+def host_jwks(config_path: str) -> None:
+    """Print the public keys as a JWKS, for the workload identity provider (--jwk-json-path)."""
+    from .host.keys import KeyStore
+
+    config = _broker_config(config_path)
+    store = KeyStore(config.keys_dir, max_token_lifetime=config.token_lifetime_seconds)
+    store.ensure()
+    click.echo(json.dumps(store.jwks(), indent=2))
+
+
+@host_group.command("rotate-key")
+@_BROKER_CONFIG
+def host_rotate_key(config_path: str) -> None:
+    """Add a signing key: published at once, signing after publish_before_signing_seconds."""
+    from .host.keys import KeyStore
+
+    config = _broker_config(config_path)
+    key = KeyStore(config.keys_dir, max_token_lifetime=config.token_lifetime_seconds).rotate(
+        config.publish_before_signing_seconds
+    )
+    click.echo(
+        f"new key {key.kid}: upload the new `host jwks` to the provider now; it signs from {int(key.signs_from)}"
+    )
+
+
+@host_group.command("register")
+@_BROKER_CONFIG
+@click.option("--container", default="", metavar="ID", help="Full container id (cgroup identification).")
+@click.option("--uid", type=int, default=-1, metavar="UID", help="The task's uid (uid identification).")
+@click.option("--task", required=True, metavar="TASK_ID", help="Iris task id, /<user>/<job>/<task>[:<attempt>].")
+@click.option("--user", metavar="USER", help="[default: from the task id]")
+@click.option(
+    "--audience", "audiences", multiple=True, metavar="AUDIENCE", help="Narrow the audiences this task may ask for."
+)
+def host_register(
+    config_path: str, container: str, uid: int, task: str, user: str | None, audiences: tuple[str, ...]
+) -> None:
+    """Record which task a container (or uid) runs. Only root can write the registry."""
+    from .host.registry import Registration, Registry, parse_task_id
+
+    config = _broker_config(config_path)
+    if bool(container) == (uid >= 0):
+        raise click.UsageError("give --container or --uid")
+    try:
+        task_user, job, attempt = parse_task_id(task)
+        Registry(config.registry_dir).register(
+            Registration(
+                task=task,
+                user=user or task_user,
+                job=job,
+                attempt=attempt,
+                container=container,
+                uid=uid,
+                audiences=audiences,
+            )
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"registered {task}")
+
+
+@host_group.command("unregister")
+@_BROKER_CONFIG
+@click.option("--container", default="", metavar="ID")
+@click.option("--uid", type=int, default=-1, metavar="UID")
+def host_unregister(config_path: str, container: str, uid: int) -> None:
+    """Forget a task that ended: its container or uid gets no more tokens."""
+    from .host.registry import Registry
+
+    config = _broker_config(config_path)
+    if bool(container) == (uid >= 0):
+        raise click.UsageError("give --container or --uid")
+    try:
+        found = Registry(config.registry_dir).unregister(container=container, uid=uid)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo("unregistered" if found else "was not registered")
+
+
 def main(argv: list[str]) -> int:
     """Run the CLI; usage errors in executable mode still answer the client in JSON."""
     try:
