@@ -445,6 +445,73 @@ def host_unregister(config_path: str, container: str, uid: int) -> None:
     click.echo("unregistered" if found else "was not registered")
 
 
+@host_group.command("conceal")
+@click.option(
+    "--listen", default="127.0.0.1:8988", show_default=True, metavar="HOST:PORT", help="Where the proxy listens."
+)
+@click.option(
+    "--upstream", default="169.254.169.254:80", show_default=True, metavar="HOST:PORT", help="The real metadata server."
+)
+@click.option("--max-connections", default=256, show_default=True)
+@click.option("--print-rules", is_flag=True, help="Print the redirection rules instead of serving.")
+@click.option(
+    "--format", "rule_format", type=click.Choice(["iptables", "nftables"]), default="iptables", show_default=True
+)
+@click.option("--bridge", default="docker0", show_default=True, help="Bridge of bridge-networked task containers.")
+@click.option(
+    "--bridge-proxy",
+    default="172.17.0.1:8988",
+    show_default=True,
+    metavar="IP:PORT",
+    help="The proxy as bridged tasks reach it.",
+)
+@click.option(
+    "--host-proxy",
+    default="127.0.0.1:8988",
+    show_default=True,
+    metavar="IP:PORT",
+    help="The proxy as host-networked tasks reach it.",
+)
+@click.option(
+    "--task-cgroup",
+    metavar="PATH",
+    help="cgroup v2 parent of host-networked tasks (docker --cgroup-parent); omit to skip them.",
+)
+def host_conceal(
+    listen: str,
+    upstream: str,
+    max_connections: int,
+    print_rules: bool,
+    rule_format: str,
+    bridge: str,
+    bridge_proxy: str,
+    host_proxy: str,
+    task_cgroup: str | None,
+) -> None:
+    """Metadata proxy for tasks: forwards everything but the VM's credential paths (403)."""
+    if print_rules:
+        from .host import rules
+
+        render = rules.iptables if rule_format == "iptables" else rules.nftables
+        click.echo(render(bridge, bridge_proxy, host_proxy if task_cgroup else None, task_cgroup), nl=False)
+        return
+    import threading
+
+    from .host.conceal import ConcealConfig, serve
+
+    listen_host, _, listen_port = listen.rpartition(":")
+    upstream_host, _, upstream_port = upstream.rpartition(":")
+    config = ConcealConfig(
+        listen_host=listen_host.strip("[]"),
+        listen_port=int(listen_port),
+        upstream_host=upstream_host.strip("[]"),
+        upstream_port=int(upstream_port),
+        max_connections=max_connections,
+    )
+    click.echo(f"iris-credexec conceal on {listen} -> {upstream}", err=True)
+    serve(config, stop=threading.Event())
+
+
 def main(argv: list[str]) -> int:
     """Run the CLI; usage errors in executable mode still answer the client in JSON."""
     try:

@@ -33,6 +33,18 @@ if [ ! -d "$node_dir/node_modules/google-auth-library" ] || [ "$(cat "$node_dir/
   echo "$want" > "$node_dir/node_modules/.lock-sha256"
 fi
 
+# Tools the tests use: curl (callers of the broker), iproute2 and iptables (the concealment
+# test in network namespaces it creates itself).
+missing=()
+command -v curl >/dev/null || missing+=(curl)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v iptables >/dev/null || missing+=(iptables)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== apt-get install ${missing[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
+    || { echo "FAIL: cannot install ${missing[*]}" >&2; exit 1; }
+fi
+
 if ! command -v go >/dev/null || [ ! -d /usr/share/gocode/src/golang.org/x/oauth2/google ]; then
   echo "== apt-get install golang-go golang-golang-x-oauth2-google-dev"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-go golang-golang-x-oauth2-google-dev >/dev/null \

@@ -131,6 +131,9 @@ class Task:
             "IRIS_CREDEXEC_POLICY": str(self.policy_path),
             "IRIS_TASK_ID": "/alice/train/0:0",
             "PYTHONDONTWRITEBYTECODE": "1",
+            # Where the task's clients (and doctor's concealment probe) would find the metadata
+            # server: loopback port 1, closed. Nothing here may send traffic to 169.254.169.254.
+            "GCE_METADATA_HOST": "127.0.0.1:1",
         }
         env.update(extra)
         return {k: v for k, v in env.items() if v is not None}

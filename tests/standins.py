@@ -131,7 +131,19 @@ class _Handler(BaseHTTPRequestHandler):
         if parts.path.startswith("/computeMetadata/"):
             if self.headers.get("Metadata-Flavor") != "Google":
                 return self._send(403, b"Missing Metadata-Flavor", "text/plain")
-            return self._send(200, b"standin-value", "application/text")
+            if "wait_for_change=true" in parts.query:  # a long poll: the answer comes in two parts, a second apart
+                self.send_response(200)
+                self.send_header("Content-Type", "application/text")
+                self.send_header("Content-Length", "12")
+                self.end_headers()
+                self.wfile.write(b"first-")
+                self.wfile.flush()
+                time.sleep(1.0)
+                self.wfile.write(b"second")
+                return None
+            if "/service-accounts/" in parts.path and parts.path.endswith(("/token", "/identity")):
+                return self._send(200, b"VM-CREDENTIAL-" + parts.path.encode(), "application/text")
+            return self._send(200, b"standin-value:" + parts.path.encode(), "application/text")
         return self._send(404, {"error": "not found"})
 
     def _identity(self, query: dict[str, str]) -> None:
@@ -276,9 +288,9 @@ class _Server(ThreadingHTTPServer):
 class GoogleStandIn:
     """All three endpoints on one 127.0.0.1 port. Use as a context manager."""
 
-    def __init__(self, state: StandInState | None = None) -> None:
+    def __init__(self, state: StandInState | None = None, bind: tuple[str, int] = ("127.0.0.1", 0)) -> None:
         self.state = state or StandInState()
-        self.server = _Server(("127.0.0.1", 0), _Handler)
+        self.server = _Server(bind, _Handler)
         self.server.state = self.state  # type: ignore[attr-defined]
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 

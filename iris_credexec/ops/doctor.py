@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import os
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from .. import env_vars
 from .config import IMPERSONATION_URL, TIMEOUT_MAX, TIMEOUT_MIN, this_executable
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
+Add = Callable[..., None]  # add(name, status, detail, fix="")
 
 
 class Check(NamedTuple):
@@ -165,9 +166,37 @@ def _run(environ: Mapping[str, str], exchange: bool, checks: list[Check]) -> Non
     else:
         add("gcloud", PASS, "CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE names the same config")
 
+    _concealment(environ, add)
     _executable_mode_steps(environ, config, flags, add)
     if exchange:
         _exchange(path, add)
+
+
+def _concealment(environ: Mapping[str, str], add: Add) -> None:
+    """Can this task take the VM's own token from the metadata server? It must not.
+    GCE_METADATA_HOST is read on purpose: it is where the task's own clients would go."""
+    from ..sources import http
+
+    host = environ.get("GCE_METADATA_HOST") or "169.254.169.254"
+    endpoint = http.parse_host_port(host, default_port=80)
+    try:
+        answer = http.get(
+            endpoint, "/computeMetadata/v1/instance/service-accounts/default/token", {"Metadata-Flavor": "Google"}, 2.0
+        )
+    except http.HttpError as exc:
+        return add(
+            "metadata concealment", PASS, f"the metadata server ({host}) is not reachable from this task ({exc})"
+        )
+    if answer.status == 200:  # the body is the VM's credential: never shown
+        return add(
+            "metadata concealment",
+            FAIL,
+            f"the VM's own access token is readable from this task at {host}",
+            "run `iris-credexec host conceal` on the worker and apply its --print-rules (docs/iris.md)",
+        )
+    if answer.status == 403 and b"iris-credexec" in answer.body:
+        return add("metadata concealment", PASS, "the credential paths are concealed by iris-credexec host conceal")
+    return add("metadata concealment", PASS, f"the token path answered HTTP {answer.status}")
 
 
 def _flags(args: list[str]) -> dict[str, str] | None:
@@ -181,7 +210,7 @@ def _flags(args: list[str]) -> dict[str, str] | None:
     return flags
 
 
-def _executable_mode_steps(environ: Mapping[str, str], config: dict[str, Any], flags: dict[str, str], add: Any) -> None:
+def _executable_mode_steps(environ: Mapping[str, str], config: dict[str, Any], flags: dict[str, str], add: Add) -> None:
     """Executable mode's own steps, as the client would run them (without the output file)."""
     from ..exec_mode import Invocation, Trace, answer
     from ..response import Failure
@@ -211,7 +240,7 @@ def _executable_mode_steps(environ: Mapping[str, str], config: dict[str, Any], f
         add("executable: result", PASS, "a token that passed every check (not shown)")
 
 
-def _exchange(path: str, add: Any) -> None:
+def _exchange(path: str, add: Add) -> None:
     """A real google-auth refresh through STS and impersonation."""
     try:
         import google.auth
