@@ -31,6 +31,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from iris_credexec.ops import config as credential_config  # noqa: E402
 from tests.conftest import render_policy  # noqa: E402
 from tests.standins import POOL_AUDIENCE, GoogleStandIn  # noqa: E402
 
@@ -193,19 +194,17 @@ def main() -> int:
 
         # Real client: google-auth's first refresh() through iris-credexec vs the naive helper.
         def config_for(command: str) -> Path:
+            """A config like `iris-credexec config` writes, with the stand-ins' URLs and `command`."""
             path = root / f"cfg-{abs(hash(command))}.json"
-            path.write_text(
-                json.dumps(
-                    {
-                        "type": "external_account",
-                        "audience": POOL_AUDIENCE,
-                        "subject_token_type": "urn:ietf:params:oauth:token-type:id_token",
-                        "token_url": google.token_url(),
-                        "service_account_impersonation_url": google.impersonation_url(ACCOUNT),
-                        "credential_source": {"executable": {"command": command, "timeout_millis": 30000}},
-                    }
-                )
+            document = credential_config.build(
+                audience=POOL_AUDIENCE,
+                service_account=ACCOUNT,
+                executable=source_exe,
+                token_url=google.token_url(),
+                impersonation_url=google.impersonation_url("{email}"),
             )
+            document["credential_source"]["executable"]["command"] = command  # the naive helper's, too
+            path.write_text(json.dumps(document))
             return path
 
         def client_rows(label: str, command: str, before: Callable[[], None] | None) -> Row:

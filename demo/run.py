@@ -20,6 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from iris_credexec.ops import config as credential_config  # noqa: E402
 from tests.standins import POOL_AUDIENCE, WORKER_EMAIL, GoogleStandIn  # noqa: E402
 
 ALICE = "alice@iris-users.iam.gserviceaccount.com"
@@ -62,26 +63,18 @@ path = "{root / "audit.jsonl"}"
         policy.chmod(0o644)
 
         def config(account: str) -> Path:
-            path = root / f"credentials-{account.split('@')[0]}.json"
-            path.write_text(
-                json.dumps(
-                    {
-                        "type": "external_account",
-                        "audience": POOL_AUDIENCE,
-                        "subject_token_type": "urn:ietf:params:oauth:token-type:id_token",
-                        "token_url": google.token_url(),
-                        "service_account_impersonation_url": google.impersonation_url(account),
-                        "credential_source": {
-                            "executable": {
-                                "command": f"{executable} --service-account {account}",
-                                "timeout_millis": 30000,
-                                "output_file": str(root / "home" / f"output-{account.split('@')[0]}.json"),
-                            }
-                        },
-                    },
-                    indent=2,
-                )
+            """What `iris-credexec config` writes, with the stand-ins' URLs instead of Google's."""
+            name = account.split("@")[0]
+            path = root / f"credentials-{name}.json"
+            document = credential_config.build(
+                audience=POOL_AUDIENCE,
+                service_account=account,
+                executable=str(executable),
+                output_file=str(root / "home" / f"output-{name}.json"),
+                token_url=google.token_url(),
+                impersonation_url=google.impersonation_url("{email}"),
             )
+            path.write_text(credential_config.render(document))
             return path
 
         env = {

@@ -285,14 +285,28 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 256
 
 
-class GoogleStandIn:
+class _Background:
+    """A socketserver served from a daemon thread while the `with` block runs."""
+
+    server: Any
+
+    def _start_thread(self) -> None:
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+class GoogleStandIn(_Background):
     """All three endpoints on one 127.0.0.1 port. Use as a context manager."""
 
     def __init__(self, state: StandInState | None = None, bind: tuple[str, int] = ("127.0.0.1", 0)) -> None:
         self.state = state or StandInState()
         self.server = _Server(bind, _Handler)
-        self.server.state = self.state  # type: ignore[attr-defined]
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.server.state = self.state
 
     @property
     def port(self) -> int:
@@ -319,13 +333,8 @@ class GoogleStandIn:
         return self.state.counts.get(name, 0)
 
     def __enter__(self) -> GoogleStandIn:
-        self.thread.start()
+        self._start_thread()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
 
 
 def free_port() -> int:
@@ -347,7 +356,7 @@ class _UnixServer(ThreadingHTTPServer):
         return conn, ("unix", 0)
 
 
-class UnixTokenServer:
+class UnixTokenServer(_Background):
     """A token endpoint on a unix socket: answers GET with `body` (or the metadata stand-in's token)."""
 
     def __init__(self, path: str, respond: Any) -> None:
@@ -370,16 +379,10 @@ class UnixTokenServer:
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.path = path
         self.server = _UnixServer(path, Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def __enter__(self) -> UnixTokenServer:
-        self.thread.start()
+        self._start_thread()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
 
 
 GOOGLE_API_HOSTS = ("sts.googleapis.com", "iamcredentials.googleapis.com", "cloudresourcemanager.googleapis.com")
@@ -423,7 +426,7 @@ def write_tls_identity(directory: str) -> tuple[str, str]:
     return cert_path, key_path
 
 
-class TlsFront:
+class TlsFront(_Background):
     """The same stand-ins over TLS on another 127.0.0.1 port, for clients that insist on https."""
 
     def __init__(self, state: StandInState, cert: str, key: str) -> None:
@@ -432,19 +435,13 @@ class TlsFront:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
         self.server = _Server(("127.0.0.1", 0), _Handler)
-        self.server.state = state  # type: ignore[attr-defined]
+        self.server.state = state
         self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.server.server_address[1]}"
 
     def __enter__(self) -> TlsFront:
-        self.thread.start()
+        self._start_thread()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)

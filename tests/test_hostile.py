@@ -357,3 +357,24 @@ def test_every_code_a_table_names_is_registered() -> None:
     named = {c for c in EXPECTED.values() if c} | {c[2] for c in POLICY_CASES} | {c[2] for c in SOURCE_CASES}
     assert named <= {c.name for c in Code}
     assert "INTERNAL" not in named
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "symlink to another file"])
+def test_hostile_cache_entry(task: Task, kind: str) -> None:
+    first = run_exec(["--service-account", ALICE], task.exec_env()).json
+    (entry,) = [p for p in task.cache_dir.glob("*.json") if not p.name.startswith("policy-")]
+    victim = task.root / "victim"
+    victim.write_text("precious")
+    entry.unlink()
+    if kind == "fifo":
+        os.mkfifo(entry)
+    elif kind == "directory":
+        entry.mkdir()
+    else:
+        entry.symlink_to(victim)
+    started = time.monotonic()
+    again = run_exec(["--service-account", ALICE], task.exec_env())
+    assert again.returncode == 0 and again.stderr == "" and again.json["success"] is True
+    assert time.monotonic() - started < 10 and victim.read_text() == "precious"
+    assert entry.is_file() and not entry.is_symlink()  # replaced by a good entry
+    assert task.standin.count("identity") == 2 and first["success"] is True  # a miss, fetched again

@@ -21,6 +21,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from .. import audit
+from .bounded import BoundedThreadingMixIn
 from .config import BrokerConfig
 from .keys import KeyStore
 from .registry import Registration, Registry, container_of, from_docker_labels
@@ -137,14 +138,13 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, body, "application/jwt" if status == 200 else "text/plain")
 
 
-class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
+class _Server(BoundedThreadingMixIn, socketserver.UnixStreamServer):
     allow_reuse_address = True
     request_queue_size = 128
 
     def __init__(self, path: str, broker: Broker) -> None:
         self.broker = broker
-        self.slots = threading.BoundedSemaphore(broker.config.max_connections)
+        self.limit_connections(broker.config.max_connections)
         super().__init__(path, _Handler)
 
     @staticmethod
@@ -154,29 +154,9 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         return pid, uid, gid
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        # Bounded: a slow or malicious client holds one slot for at most the request timeout;
-        # past max_connections new callers get a quick 503 instead of piling up.
-        if not self.slots.acquire(blocking=False):
-            try:
-                # Read what the caller sent (briefly) so closing does not reset the connection
-                # before it reads the answer.
-                request.settimeout(0.2)
-                with contextlib.suppress(OSError):
-                    request.recv(65536)
-                request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
-            except OSError:
-                pass
-            finally:
-                self.shutdown_request(request)
-            return
+        # A slow or malicious client holds its slot for at most the request timeout.
         request.settimeout(self.broker.config.request_timeout_seconds)
         super().process_request(request, client_address)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.slots.release()
 
 
 def serve(config: BrokerConfig, ready: threading.Event | None = None, stop: threading.Event | None = None) -> None:

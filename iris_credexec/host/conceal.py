@@ -16,8 +16,10 @@ import socket
 import socketserver
 import threading
 import time
-from typing import Any, NamedTuple
+from typing import NamedTuple
 from urllib.parse import unquote
+
+from .bounded import BoundedThreadingMixIn
 
 REFUSAL = (
     b"iris-credexec: the VM's own credentials are not available to tasks.\n"
@@ -196,38 +198,23 @@ class _Handler(socketserver.BaseRequestHandler):
             411: "Length Required",
             413: "Payload Too Large",
             502: "Bad Gateway",
-            503: "Service Unavailable",
         }[status]
         head = f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         with contextlib.suppress(OSError):
             conn.sendall(head.encode() + body)
 
 
-class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
-    daemon_threads = True
+class _Server(BoundedThreadingMixIn, socketserver.TCPServer):
     allow_reuse_address = True
     request_queue_size = 256
+    overloaded = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 21\r\nConnection: close\r\n\r\ntoo many connections\n"
 
     def __init__(self, config: ConcealConfig) -> None:
         self.config = config
         self.refused = 0
-        self.slots = threading.BoundedSemaphore(config.max_connections)
-        family = socket.AF_INET6 if ":" in config.listen_host else socket.AF_INET
-        self.address_family = family
+        self.limit_connections(config.max_connections)
+        self.address_family = socket.AF_INET6 if ":" in config.listen_host else socket.AF_INET
         super().__init__((config.listen_host, config.listen_port), _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.slots.acquire(blocking=False):
-            _Handler._reply(request, 503, b"too many connections\n")
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.slots.release()
 
 
 def serve(config: ConcealConfig, ready: threading.Event | None = None, stop: threading.Event | None = None) -> _Server:

@@ -78,8 +78,12 @@ def build(
     token_type: str = ID_TOKEN_TYPE,
     token_lifetime_seconds: int | None = None,
     token_url: str = STS_URL,
+    impersonation_url: str = IMPERSONATION_URL,
 ) -> dict[str, Any]:
-    """The config as a dict, or ConfigError saying which value cannot be used and why."""
+    """The config as a dict, or ConfigError saying which value cannot be used and why.
+
+    `token_url` and `impersonation_url` (a template with {email}) are Google's unless a
+    local stand-in replaces them (the demo, the benchmark)."""
     if not _AUDIENCE.fullmatch(audience):
         raise ConfigError(
             f"audience {audience!r} is not a workload identity provider "
@@ -109,7 +113,7 @@ def build(
         "credential_source": {"executable": executable_source},
     }
     if service_account:
-        config["service_account_impersonation_url"] = IMPERSONATION_URL.format(email=service_account)
+        config["service_account_impersonation_url"] = impersonation_url.format(email=service_account)
         if token_lifetime_seconds is not None:
             if not LIFETIME_MIN <= token_lifetime_seconds <= LIFETIME_MAX:
                 raise ConfigError(
