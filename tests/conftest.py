@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,6 +235,22 @@ def run_exec(args: list[str], env: dict[str, str], timeout: float = SUBPROCESS_T
         check=False,
     )
     return ExecResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def start_fetch_and_hold(task: Task, **env: str) -> subprocess.Popen[bytes]:
+    """Start the executable against a source that hangs; return once it is inside the fetch
+    (holding the per-key lock). The caller ends the process."""
+    from tests.standins import Fault
+
+    task.standin.state.faults.append(Fault("hang", seconds=30))
+    proc = subprocess.Popen(
+        [executable(), "--service-account", ALICE], env=task.exec_env(**env),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while task.standin.count("identity") < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return proc
 
 
 def assert_refusal(result: ExecResult, code: str) -> dict[str, Any]:

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import stat
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 
 from iris_credexec import cachefs
 from iris_credexec.cache import CacheKey, Entry, TokenCache
-from tests.conftest import ALICE, BOB, Task, assert_refusal, executable, run_exec, run_python_client
+from tests.conftest import ALICE, BOB, Task, assert_refusal, run_exec, run_python_client, start_fetch_and_hold
 from tests.standins import Fault
 
 
@@ -178,18 +177,8 @@ def test_herd_of_real_google_auth_clients_fetches_once(task: Task) -> None:
 
 
 def test_killed_lock_holder_does_not_wedge_others(task: Task) -> None:
-    task.standin.state.faults.append(Fault("hang", seconds=30))
-    holder = subprocess.Popen(
-        [executable(), "--service-account", ALICE],
-        env=task.exec_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    holder = start_fetch_and_hold(task)
     try:
-        deadline = time.monotonic() + 20
-        while task.standin.count("identity") < 1 and time.monotonic() < deadline:
-            time.sleep(0.02)
         assert task.standin.count("identity") == 1  # the holder is inside the fetch, lock held
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=10)

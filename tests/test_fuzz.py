@@ -13,7 +13,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from iris_credexec import exec_mode, policy, request, response, tokens
+from iris_credexec import env_vars, exec_mode, policy, request, response, tokens
 from iris_credexec.errors import Code, CredexecError
 from iris_credexec.policy import TokenPolicy
 from tests.conftest import ALICE, make_token, render_policy
@@ -90,19 +90,7 @@ env_values = st.one_of(
 
 
 @given(
-    st.fixed_dictionaries(
-        {
-            name: env_values
-            for name in [
-                "GOOGLE_EXTERNAL_ACCOUNT_AUDIENCE",
-                "GOOGLE_EXTERNAL_ACCOUNT_TOKEN_TYPE",
-                "GOOGLE_EXTERNAL_ACCOUNT_INTERACTIVE",
-                "GOOGLE_EXTERNAL_ACCOUNT_IMPERSONATED_EMAIL",
-                "GOOGLE_EXTERNAL_ACCOUNT_OUTPUT_FILE",
-                "GOOGLE_EXTERNAL_ACCOUNT_REVOKE",
-            ]
-        }
-    ),
+    st.fixed_dictionaries({name: env_values for name in env_vars.CLIENT_VARIABLES}),
     env_values,
 )
 def test_request_parse_never_crashes(env: dict[str, str | None], flag: str | None) -> None:

@@ -18,21 +18,23 @@ from typing import Any
 
 import pytest
 
-from iris_credexec import exec_mode
+from iris_credexec import env_vars, exec_mode
 from iris_credexec.errors import Code
 from iris_credexec.response import Failure
-from tests.conftest import ALICE, Task, assert_refusal, executable, make_token, run_exec, session_key
+from tests.conftest import (
+    ALICE,
+    Task,
+    assert_refusal,
+    executable,
+    make_token,
+    run_exec,
+    session_key,
+    start_fetch_and_hold,
+)
 from tests.standins import POOL_AUDIENCE, Fault, SigningKey
 
 OUTSIDER = "mallory@elsewhere.iam.gserviceaccount.com"
-CLIENT_VARS = [
-    "GOOGLE_EXTERNAL_ACCOUNT_AUDIENCE",
-    "GOOGLE_EXTERNAL_ACCOUNT_TOKEN_TYPE",
-    "GOOGLE_EXTERNAL_ACCOUNT_INTERACTIVE",
-    "GOOGLE_EXTERNAL_ACCOUNT_IMPERSONATED_EMAIL",
-    "GOOGLE_EXTERNAL_ACCOUNT_OUTPUT_FILE",
-    "GOOGLE_EXTERNAL_ACCOUNT_REVOKE",
-]
+CLIENT_VARS = list(env_vars.CLIENT_VARIABLES)
 # value kind -> bytes for the environment
 HOSTILE_VALUES: dict[str, bytes] = {
     "empty": b"",
@@ -317,18 +319,8 @@ def test_disk_full_leaves_no_truncated_output_file(task: Task) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_signal_mid_fetch_leaves_nothing_behind(task: Task, sig: signal.Signals) -> None:
-    task.standin.state.faults.append(Fault("hang", seconds=30))
-    proc = subprocess.Popen(
-        [executable(), "--service-account", ALICE],
-        env=task.exec_env(GOOGLE_EXTERNAL_ACCOUNT_OUTPUT_FILE=str(task.output_file)),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = start_fetch_and_hold(task, GOOGLE_EXTERNAL_ACCOUNT_OUTPUT_FILE=str(task.output_file))
     try:
-        deadline = time.monotonic() + 20
-        while task.standin.count("identity") < 1 and time.monotonic() < deadline:
-            time.sleep(0.02)
         proc.send_signal(sig)
         proc.wait(timeout=10)
     finally:
