@@ -331,7 +331,7 @@ def plan_command(
 
 @cli.group("host")
 def host_group() -> None:
-    """The host side: the per-task token broker (runs on the VM, outside the containers)."""
+    """The host side (on the VM, outside the containers): the per-task token broker and the metadata concealment proxy."""
 
 
 def _broker_config(path: str) -> Any:
