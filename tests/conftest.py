@@ -237,6 +237,40 @@ def run_exec(args: list[str], env: dict[str, str], timeout: float = SUBPROCESS_T
     return ExecResult(proc.returncode, proc.stdout, proc.stderr)
 
 
+_CAPABILITIES: dict[str, bool] = {}
+
+
+def machine_allows(what: str) -> bool:
+    """Whether this machine lets the tests mount file systems ("mount") or create network
+    namespaces ("netns"): root alone is not enough inside some sandboxes. Probed once."""
+    if what not in _CAPABILITIES:
+        import tempfile
+
+        ok = os.geteuid() == 0
+        if ok and what == "mount":
+            with tempfile.TemporaryDirectory() as d:
+                ok = (
+                    subprocess.run(
+                        ["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", d], capture_output=True, timeout=30
+                    ).returncode
+                    == 0
+                )
+                if ok:
+                    subprocess.run(["umount", d], capture_output=True, timeout=30)
+        elif ok and what == "netns":
+            name = f"icx-probe-{os.getpid()}"
+            ok = shutil.which("ip") is not None and shutil.which("iptables") is not None
+            ok = ok and subprocess.run(["ip", "netns", "add", name], capture_output=True, timeout=30).returncode == 0
+            if ok:
+                probe = subprocess.run(
+                    ["ip", "netns", "exec", name, "iptables", "-t", "nat", "-S"], capture_output=True, timeout=30
+                )
+                ok = probe.returncode == 0
+                subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
+        _CAPABILITIES[what] = ok
+    return _CAPABILITIES[what]
+
+
 def start_fetch_and_hold(task: Task, **env: str) -> subprocess.Popen[bytes]:
     """Start the executable against a source that hangs; return once it is inside the fetch
     (holding the per-key lock). The caller ends the process."""
