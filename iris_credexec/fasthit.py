@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Mapping
 
-from . import cachefs, decide, fsutil
+from . import cachefs, decide, env_vars, fsutil
 from .digest import sha256_hex
 
 TYPE_CHECKING = False  # typing costs a cache hit ~2 ms; only the type checker needs it
@@ -32,25 +32,20 @@ DEFAULT_POLICY_PATH = "/etc/iris-credexec/policy.toml"  # as policy.DEFAULT_POLI
 SNAPSHOT_FORMAT = 1  # as exec_mode.SNAPSHOT_FORMAT (checked by a test)
 
 
-def _clean(environ: Mapping[str, str], name: str) -> str | None:
-    """The variable's value, "" when unset, None when no honest client would send it."""
-    value = environ.get(name, "")
-    return value if decide.clean_value(value) else None
-
-
 def try_answer(policy_flag: str | None, service_account_flag: str | None, environ: Mapping[str, str]) -> bool:
     """Print the response for a fresh cache hit and return True, or return False."""
     started = time.monotonic()
-    if (
-        environ.get("GOOGLE_EXTERNAL_ACCOUNT_INTERACTIVE") == "1"
-        or environ.get("GOOGLE_EXTERNAL_ACCOUNT_REVOKE") == "1"
-    ):
+    # Every client variable must be one an honest client sends, exactly as request.py demands.
+    client = {name: environ.get(name, "") for name in env_vars.CLIENT_VARIABLES}
+    if not all(decide.clean_value(value) for value in client.values()):
         return False
-    audience = _clean(environ, "GOOGLE_EXTERNAL_ACCOUNT_AUDIENCE")
-    token_type = _clean(environ, "GOOGLE_EXTERNAL_ACCOUNT_TOKEN_TYPE") or decide.ID_TOKEN_TYPE
-    output_file = _clean(environ, "GOOGLE_EXTERNAL_ACCOUNT_OUTPUT_FILE")
-    from_env = _clean(environ, "GOOGLE_EXTERNAL_ACCOUNT_IMPERSONATED_EMAIL")
-    if not audience or token_type not in decide.TOKEN_TYPES or output_file is None or from_env is None:
+    if client[env_vars.INTERACTIVE] == "1" or client[env_vars.REVOKE] == "1":
+        return False
+    audience = client[env_vars.AUDIENCE]
+    token_type = client[env_vars.TOKEN_TYPE] or decide.ID_TOKEN_TYPE
+    output_file = client[env_vars.OUTPUT_FILE]
+    from_env = client[env_vars.IMPERSONATED_EMAIL]
+    if not audience or token_type not in decide.TOKEN_TYPES:
         return False
     flag = service_account_flag or ""
     if not decide.clean_value(flag) or (flag and from_env and flag != from_env):
@@ -59,7 +54,7 @@ def try_answer(policy_flag: str | None, service_account_flag: str | None, enviro
     if target and not decide.is_service_account_email(target):
         return False
 
-    policy_path = policy_flag or environ.get("IRIS_CREDEXEC_POLICY") or DEFAULT_POLICY_PATH
+    policy_path = policy_flag or environ.get(env_vars.POLICY) or DEFAULT_POLICY_PATH
     try:
         data, _ = fsutil.read_host_file(policy_path, POLICY_SIZE_LIMIT)
     except (OSError, fsutil.UnsafePath):

@@ -158,3 +158,120 @@ def test_snapshot_open_to_others_is_ignored(task: Task) -> None:
     snapshot.write_text(json.dumps(doc))
     snapshot.chmod(0o644)  # ...that others could have written: not trusted
     assert_refusal(run_exec(["--service-account", ALICE], task.exec_env(IRIS_TASK_ID="/bob/x")), "CONTEXT_ENV_MISMATCH")
+
+
+# --- The fast path never serves what the full path would refuse (property) -------------------
+
+from hypothesis import example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from iris_credexec import env_vars, response  # noqa: E402
+from tests.conftest import make_token, render_policy  # noqa: E402
+
+HOSTILE_TEXT = st.sampled_from(["", "1", "0", "\n", "a\x01", "\udcff", "x" * 3000, " ", "1\n"])
+
+
+@pytest.fixture(scope="module")
+def warm_task(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("fasthit-prop")
+    root.chmod(0o755)
+    (root / "run").mkdir(mode=0o700)
+    token = root / "token"
+    token.write_text(make_token(lifetime=7200))
+    policy = root / "policy.toml"
+    policy.write_text(
+        render_policy(
+            {
+                "audiences": {"allow": [POOL_AUDIENCE]},
+                "service_accounts": {"allow": [ALICE]},
+                "context": {"env": {"IRIS_TASK_ID": "/alice/.*"}},
+                "source": {"kind": "file", "path": str(token)},
+            }
+        )
+    )
+    policy.chmod(0o644)
+    base = {
+        env_vars.AUDIENCE: POOL_AUDIENCE,
+        env_vars.TOKEN_TYPE: "urn:ietf:params:oauth:token-type:id_token",
+        env_vars.POLICY: str(policy),
+        "XDG_RUNTIME_DIR": str(root / "run"),
+        "IRIS_TASK_ID": "/alice/t/0",
+    }
+    first = exec_mode.answer(exec_mode.Invocation(environ=base, service_account_flag=ALICE))
+    assert isinstance(first, response.Success)
+    base["_output"] = str(root / "out.json")
+    return base
+
+
+class _Capture:
+    def __init__(self) -> None:
+        import io
+
+        self.buffer = io.BytesIO()
+
+
+@given(
+    overrides=st.fixed_dictionaries(
+        {},
+        optional={
+            env_vars.AUDIENCE: st.one_of(HOSTILE_TEXT, st.just(POOL_AUDIENCE + "x")),
+            env_vars.TOKEN_TYPE: st.one_of(
+                HOSTILE_TEXT,
+                st.just("urn:ietf:params:oauth:token-type:jwt"),
+                st.just("urn:ietf:params:oauth:token-type:saml2"),
+            ),
+            env_vars.INTERACTIVE: HOSTILE_TEXT,
+            env_vars.REVOKE: HOSTILE_TEXT,
+            env_vars.IMPERSONATED_EMAIL: st.one_of(HOSTILE_TEXT, st.sampled_from([ALICE, OUTSIDER, ALICE.upper()])),
+            env_vars.OUTPUT_FILE: st.one_of(
+                HOSTILE_TEXT.filter(lambda v: v in ("", "\n", "a\x01", "\udcff")), st.just("OUT")
+            ),
+            "IRIS_TASK_ID": st.one_of(HOSTILE_TEXT, st.just("/bob/x"), st.just("/alice/other")),
+        },
+    ),
+    flag=st.one_of(st.just(ALICE), st.none(), st.sampled_from([OUTSIDER, ALICE + ".", "", "a\n"])),
+    dropped=st.lists(st.sampled_from([env_vars.AUDIENCE, env_vars.TOKEN_TYPE, "IRIS_TASK_ID"]), max_size=2),
+)
+@settings(max_examples=400)
+@example(overrides={env_vars.INTERACTIVE: "\n"}, flag=ALICE, dropped=[])
+@example(overrides={env_vars.REVOKE: "a\x01"}, flag=ALICE, dropped=[])
+@example(overrides={env_vars.TOKEN_TYPE: "\n"}, flag=ALICE, dropped=[])
+@example(overrides={env_vars.IMPERSONATED_EMAIL: "\udcff"}, flag=ALICE, dropped=[])
+@example(overrides={env_vars.OUTPUT_FILE: "a\x01"}, flag=ALICE, dropped=[])
+def test_fast_path_serves_only_what_the_full_path_serves(
+    warm_task: dict[str, str],
+    overrides: dict[str, str],
+    flag: str | None,
+    dropped: list[str],
+) -> None:
+    environ = {k: v for k, v in warm_task.items() if not k.startswith("_")}
+    environ.update({k: (warm_task["_output"] if v == "OUT" else v) for k, v in overrides.items()})
+    for name in dropped:
+        environ.pop(name, None)
+    import sys
+
+    captured, real_stdout = _Capture(), sys.stdout
+    sys.stdout = captured  # type: ignore[assignment]
+    try:
+        served = fasthit.try_answer(None, flag, environ)
+    finally:
+        sys.stdout = real_stdout
+    if not served:
+        return
+    full = exec_mode.answer(exec_mode.Invocation(environ=environ, service_account_flag=flag))
+    assert isinstance(full, response.Success), (overrides, flag, full)
+    assert captured.buffer.getvalue().decode() == response.render(full) + "\n"
+
+
+def test_the_property_reaches_the_fast_path(warm_task: dict[str, str]) -> None:
+    """Guard for the property above: with a clean environment the fast path does serve."""
+    import sys
+
+    environ = {k: v for k, v in warm_task.items() if not k.startswith("_")}
+    captured, real_stdout = _Capture(), sys.stdout
+    sys.stdout = captured  # type: ignore[assignment]
+    try:
+        served = fasthit.try_answer(None, ALICE, environ)
+    finally:
+        sys.stdout = real_stdout
+    assert served and b'"success":true' in captured.buffer.getvalue()
