@@ -19,7 +19,6 @@ class ExecRequest(NamedTuple):
     audience: str
     token_type: TokenType
     target: str | None  # the service account to be impersonated, when known
-    output_file: str | None
     revoke: bool
 
 
@@ -95,11 +94,11 @@ def from_environment(
             f"Subject token type {raw_type!r} is not supported: iris-credexec returns OIDC ID tokens. "
             f"Set subject_token_type to {TokenType.ID_TOKEN.value} in the credential config.",
         ) from None
-    output_file = _clean(env_vars.OUTPUT_FILE, environ.get(env_vars.OUTPUT_FILE)) or None  # refuse, don't ignore
+    # The output file itself is exec_mode's (output_file_of); a malformed one is refused here.
+    _clean(env_vars.OUTPUT_FILE, environ.get(env_vars.OUTPUT_FILE))
     return ExecRequest(
         audience=audience,
         token_type=token_type,
         target=target_service_account(service_account, environ),
-        output_file=output_file,
         revoke=revoke,
     )

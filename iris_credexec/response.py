@@ -72,14 +72,8 @@ def render(response: Response) -> str:
 
 def write_stdout(response: Response) -> None:
     """Print the response as one JSON object, in one write."""
-    data = (render(response) + "\n").encode()
-    out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None
-    if out is None:
-        sys.stdout.write(data.decode())
-        sys.stdout.flush()
-        return
-    out.write(data)
-    out.flush()
+    sys.stdout.buffer.write((render(response) + "\n").encode())
+    sys.stdout.buffer.flush()
 
 
 def write_output_file(path: str, response: Success) -> None:

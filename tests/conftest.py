@@ -310,17 +310,9 @@ class ClientResult:
 
 
 def run_python_client(config: Path, env: dict[str, str], python: str | None = None) -> ClientResult:
-    proc = subprocess.run(
-        [python or sys.executable, str(REPO / "tests" / "clients" / "python" / "client.py")],
-        env={**env, "GOOGLE_APPLICATION_CREDENTIALS": str(config)},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=SUBPROCESS_TIMEOUT,
-        check=False,
-        cwd=str(REPO),
+    return run_client_program(
+        [python or sys.executable, str(REPO / "tests" / "clients" / "python" / "client.py")], env, config
     )
-    return _client_result(proc)
 
 
 def _client_result(proc: subprocess.CompletedProcess[str]) -> ClientResult:
@@ -336,6 +328,21 @@ def _client_result(proc: subprocess.CompletedProcess[str]) -> ClientResult:
     return ClientResult(False, None, raw, raw)
 
 
+def run_client_program(command: list[str], env: dict[str, str], config: Path, **extra: str) -> ClientResult:
+    """Run a client program (python, node, go) with GOOGLE_APPLICATION_CREDENTIALS = `config`."""
+    proc = subprocess.run(
+        command,
+        env={**env, "GOOGLE_APPLICATION_CREDENTIALS": str(config), **extra},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+        check=False,
+        cwd=str(REPO),
+    )
+    return _client_result(proc)
+
+
 NODE_CLIENT_DIR = REPO / "tests" / "clients" / "node"
 
 
@@ -343,16 +350,7 @@ def run_node_client(config: Path, env: dict[str, str]) -> ClientResult:
     node = shutil.which("node")
     if node is None or not (NODE_CLIENT_DIR / "node_modules" / "google-auth-library").is_dir():
         pytest.fail("the Node client is not installed: scripts/clients.sh installs it (npm ci)")
-    proc = subprocess.run(
-        [node, str(NODE_CLIENT_DIR / "client.js")],
-        env={**env, "GOOGLE_APPLICATION_CREDENTIALS": str(config)},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=SUBPROCESS_TIMEOUT,
-        check=False,
-    )
-    return _client_result(proc)
+    return run_client_program([node, str(NODE_CLIENT_DIR / "client.js")], env, config)
 
 
 _GO_CLIENT: Path | None = None
@@ -388,16 +386,7 @@ def go_client_binary(build_dir: Path) -> Path:
 
 
 def run_go_client(config: Path, env: dict[str, str], binary: Path, tls_address: str, ca: str) -> ClientResult:
-    proc = subprocess.run(
-        [str(binary)],
-        env={**env, "GOOGLE_APPLICATION_CREDENTIALS": str(config), "STANDIN_TLS_ADDR": tls_address, "STANDIN_CA": ca},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=SUBPROCESS_TIMEOUT,
-        check=False,
-    )
-    return _client_result(proc)
+    return run_client_program([str(binary)], env, config, STANDIN_TLS_ADDR=tls_address, STANDIN_CA=ca)
 
 
 def gcloud_path() -> str:
@@ -461,6 +450,28 @@ def make_token(
 def jwks_file(tmp_path: Path) -> Path:
     path = tmp_path / "jwks.json"
     path.write_text(json.dumps({"keys": [session_key().jwk]}))
+    return path
+
+
+def write_file_source_policy(root: Path, **tables: Any) -> Path:
+    """A 0644 policy in `root` (made 0755) whose source is a token file beside it, valid for 2 h:
+    the whole pipeline in-process, without a server."""
+    root.chmod(0o755)
+    token = root / "token"
+    token.write_text(make_token(lifetime=7200))
+    path = root / "policy.toml"
+    path.write_text(
+        render_policy(
+            {
+                "audiences": {"allow": [POOL_AUDIENCE]},
+                "service_accounts": {"allow": [ALICE]},
+                "context": {"env": {"IRIS_TASK_ID": "/alice/.*"}},
+                "source": {"kind": "file", "path": str(token)},
+                **tables,
+            }
+        )
+    )
+    path.chmod(0o644)
     return path
 
 

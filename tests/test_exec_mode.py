@@ -15,7 +15,7 @@ import pytest
 from iris_credexec import exec_mode
 from iris_credexec.errors import Code
 from iris_credexec.response import Failure
-from tests.conftest import ALICE, BOB, Task, assert_refusal, executable, run_exec
+from tests.conftest import ALICE, BOB, Task, assert_refusal, run_exec
 from tests.standins import POOL_AUDIENCE, Fault
 
 OUTSIDER = "mallory@elsewhere.iam.gserviceaccount.com"
@@ -218,8 +218,3 @@ def test_debug_goes_to_stderr_only(task: Task) -> None:
     assert result.json["success"] is True
     assert "[iris-credexec] ok   policy" in result.stderr
     assert str(result.json["id_token"]) not in result.stderr
-
-
-def test_executable_path_is_client_safe() -> None:
-    path = executable()
-    assert os.path.isabs(path) and " " not in path

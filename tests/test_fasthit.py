@@ -166,7 +166,7 @@ from hypothesis import example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from iris_credexec import env_vars, response  # noqa: E402
-from tests.conftest import make_token, render_policy  # noqa: E402
+from tests.conftest import write_file_source_policy  # noqa: E402
 
 HOSTILE_TEXT = st.sampled_from(["", "1", "0", "\n", "a\x01", "\udcff", "x" * 3000, " ", "1\n"])
 
@@ -174,22 +174,8 @@ HOSTILE_TEXT = st.sampled_from(["", "1", "0", "\n", "a\x01", "\udcff", "x" * 300
 @pytest.fixture(scope="module")
 def warm_task(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("fasthit-prop")
-    root.chmod(0o755)
+    policy = write_file_source_policy(root)
     (root / "run").mkdir(mode=0o700)
-    token = root / "token"
-    token.write_text(make_token(lifetime=7200))
-    policy = root / "policy.toml"
-    policy.write_text(
-        render_policy(
-            {
-                "audiences": {"allow": [POOL_AUDIENCE]},
-                "service_accounts": {"allow": [ALICE]},
-                "context": {"env": {"IRIS_TASK_ID": "/alice/.*"}},
-                "source": {"kind": "file", "path": str(token)},
-            }
-        )
-    )
-    policy.chmod(0o644)
     base = {
         env_vars.AUDIENCE: POOL_AUDIENCE,
         env_vars.TOKEN_TYPE: "urn:ietf:params:oauth:token-type:id_token",
@@ -208,6 +194,18 @@ class _Capture:
         import io
 
         self.buffer = io.BytesIO()
+
+
+def fast_answer(flag: str | None, environ: dict[str, str]) -> tuple[bool, bytes]:
+    """fasthit.try_answer in-process: (served, what it printed)."""
+    import sys
+
+    captured, real_stdout = _Capture(), sys.stdout
+    sys.stdout = captured  # type: ignore[assignment]
+    try:
+        return fasthit.try_answer(None, flag, environ), captured.buffer.getvalue()
+    finally:
+        sys.stdout = real_stdout
 
 
 @given(
@@ -248,30 +246,16 @@ def test_fast_path_serves_only_what_the_full_path_serves(
     environ.update({k: (warm_task["_output"] if v == "OUT" else v) for k, v in overrides.items()})
     for name in dropped:
         environ.pop(name, None)
-    import sys
-
-    captured, real_stdout = _Capture(), sys.stdout
-    sys.stdout = captured  # type: ignore[assignment]
-    try:
-        served = fasthit.try_answer(None, flag, environ)
-    finally:
-        sys.stdout = real_stdout
+    served, printed = fast_answer(flag, environ)
     if not served:
         return
     full = exec_mode.answer(exec_mode.Invocation(environ=environ, service_account_flag=flag))
     assert isinstance(full, response.Success), (overrides, flag, full)
-    assert captured.buffer.getvalue().decode() == response.render(full) + "\n"
+    assert printed.decode() == response.render(full) + "\n"
 
 
 def test_the_property_reaches_the_fast_path(warm_task: dict[str, str]) -> None:
     """Guard for the property above: with a clean environment the fast path does serve."""
-    import sys
-
     environ = {k: v for k, v in warm_task.items() if not k.startswith("_")}
-    captured, real_stdout = _Capture(), sys.stdout
-    sys.stdout = captured  # type: ignore[assignment]
-    try:
-        served = fasthit.try_answer(None, ALICE, environ)
-    finally:
-        sys.stdout = real_stdout
-    assert served and b'"success":true' in captured.buffer.getvalue()
+    served, printed = fast_answer(ALICE, environ)
+    assert served and b'"success":true' in printed

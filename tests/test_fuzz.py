@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from iris_credexec import env_vars, exec_mode, policy, request, response, tokens
 from iris_credexec.errors import Code, CredexecError
 from iris_credexec.policy import TokenPolicy
-from tests.conftest import ALICE, make_token, render_policy
+from tests.conftest import ALICE, write_file_source_policy
 from tests.standins import POOL_AUDIENCE, WORKER_EMAIL
 
 CODES = {c.name for c in Code} - {"INTERNAL"}
@@ -201,21 +201,4 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="module")
 def fuzz_policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("fuzz")
-    root.chmod(0o755)
-    token_file = root / "token"
-    token_file.write_text(make_token(lifetime=7200))
-    path = root / "policy.toml"
-    path.write_text(
-        render_policy(
-            {
-                "audiences": {"allow": [POOL_AUDIENCE]},
-                "service_accounts": {"allow": [ALICE]},
-                "context": {"env": {"IRIS_TASK_ID": "/alice/.*"}},
-                "source": {"kind": "file", "path": str(token_file)},
-                "cache": {"enabled": False},
-            }
-        )
-    )
-    path.chmod(0o644)
-    return path
+    return write_file_source_policy(tmp_path_factory.mktemp("fuzz"), cache={"enabled": False})

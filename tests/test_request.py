@@ -21,13 +21,9 @@ def code_of(environ: dict[str, str], flag: str | None = None) -> Code:
 
 def test_reads_the_client_variables() -> None:
     req = request.from_environment({**BASE, "GOOGLE_EXTERNAL_ACCOUNT_OUTPUT_FILE": "/tmp/o.json"}, ALICE)
-    assert (req.audience, req.token_type, req.target, req.output_file, req.revoke) == (
-        AUD,
-        TokenType.ID_TOKEN,
-        ALICE,
-        "/tmp/o.json",
-        False,
-    )
+    assert (req.audience, req.token_type, req.target, req.revoke) == (AUD, TokenType.ID_TOKEN, ALICE, False)
+    assert request.output_file_of({"GOOGLE_EXTERNAL_ACCOUNT_OUTPUT_FILE": "/tmp/o.json"}) == "/tmp/o.json"
+    assert request.output_file_of({"GOOGLE_EXTERNAL_ACCOUNT_OUTPUT_FILE": "/tmp/\n"}) is None
 
 
 def test_jwt_token_type_is_echoed() -> None:

@@ -31,6 +31,13 @@ def fetch(config: SourceConfig) -> str:
     return token
 
 
+def unreachable_code(**config: object) -> Code:
+    """The code for a source nobody answers at (two quick attempts)."""
+    with pytest.raises(CredexecError) as info:
+        fetch(SourceConfig(max_attempts=2, deadline_seconds=2, timeout_seconds=1, **config))  # type: ignore[arg-type]
+    return info.value.code
+
+
 def meta(standin: GoogleStandIn, **kw: object) -> SourceConfig:
     return SourceConfig(kind="metadata", host=standin.host, **kw)  # type: ignore[arg-type]
 
@@ -89,17 +96,7 @@ class TestMetadata:
         assert info.value.code is Code.SOURCE_BAD_RESPONSE
 
     def test_connection_refused(self) -> None:
-        with pytest.raises(CredexecError) as info:
-            fetch(
-                SourceConfig(
-                    kind="metadata",
-                    host=f"127.0.0.1:{free_port()}",
-                    max_attempts=2,
-                    deadline_seconds=2,
-                    timeout_seconds=1,
-                )
-            )
-        assert info.value.code is Code.SOURCE_UNAVAILABLE
+        assert unreachable_code(kind="metadata", host=f"127.0.0.1:{free_port()}") is Code.SOURCE_UNAVAILABLE
 
 
 class TestUrl:
@@ -140,17 +137,7 @@ class TestUrl:
         assert info.value.code is Code.SOURCE_BAD_RESPONSE
 
     def test_missing_socket(self, tmp_path: Path) -> None:
-        with pytest.raises(CredexecError) as info:
-            fetch(
-                SourceConfig(
-                    kind="url",
-                    url=f"unix://{tmp_path}/absent.sock",
-                    max_attempts=2,
-                    deadline_seconds=2,
-                    timeout_seconds=1,
-                )
-            )
-        assert info.value.code is Code.SOURCE_UNAVAILABLE
+        assert unreachable_code(kind="url", url=f"unix://{tmp_path}/absent.sock") is Code.SOURCE_UNAVAILABLE
 
 
 class TestFile:
